@@ -1,0 +1,39 @@
+//! HTTP endpoint: `GET /health` (200 while serving) and `GET /metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::node::Node;
+
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    if node.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(),
+    )
+}
+
+/// Serves HTTP on `listener` until the node shuts down.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()> {
+    let shutdown = node.shutdown.clone();
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(node);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,54 @@
+//! The `skein-server` binary: parse flags, set up logging, serve until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use skein_server::config::{Config, LogFormat};
+use skein_server::Server;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_env("SKEIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let server = Server::bind(config.clone()).await.context("starting skein-server")?;
+    let (flight, http) = (server.flight_addr()?, server.http_addr()?);
+    tracing::info!(
+        flight_addr = %flight,
+        http_addr = %http,
+        node_id = %config.node_id,
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
+    if !flight.ip().is_loopback() {
+        tracing::warn!(flight_addr = %flight, "authentication is off and the node listens beyond loopback");
+    }
+    let node = server.node();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        node.shutdown.cancel();
+    });
+    server.serve().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

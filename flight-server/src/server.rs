@@ -1,0 +1,81 @@
+//! Starting and stopping a node: bind, serve Flight SQL and HTTP, flush in the background, and
+//! on shutdown stop taking requests and flush every buffer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::service::SkeinService;
+
+/// Largest gRPC message a client may send or receive (batches are split well below it).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A node whose listeners are bound.
+#[derive(Debug)]
+pub struct Server {
+    node: Arc<Node>,
+    flight: TcpListener,
+    http: TcpListener,
+}
+
+impl Server {
+    /// Opens the node's storage and binds both listeners.
+    pub async fn bind(config: Config) -> Result<Self> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))
+        };
+        let flight = bind(config.listen).await?;
+        let http = bind(config.http_listen).await?;
+        let node = Node::open(config).await?;
+        Ok(Self { node, flight, http })
+    }
+
+    /// Address of the Flight SQL endpoint.
+    pub fn flight_addr(&self) -> Result<SocketAddr> {
+        self.flight.local_addr().map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Address of the HTTP endpoint.
+    pub fn http_addr(&self) -> Result<SocketAddr> {
+        self.http.local_addr().map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// The node behind the server.
+    pub fn node(&self) -> Arc<Node> {
+        Arc::clone(&self.node)
+    }
+
+    /// Serves until `node().shutdown` is cancelled, then flushes every buffer.
+    pub async fn serve(self) -> Result<()> {
+        let node = self.node;
+        let flusher = tokio::spawn(Arc::clone(&node).run_flusher());
+        let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
+        let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let shutdown = node.shutdown.clone();
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.flight), async move {
+                shutdown.cancelled().await
+            })
+            .await;
+        node.shutdown.cancel();
+        let _ = flusher.await;
+        let _ = http.await;
+        info!("flushing buffers before exit");
+        if let Err(e) = node.flush_all(None).await {
+            warn!(error = %e, "flush at shutdown failed");
+        }
+        served.map_err(|e| Error::Internal(format!("Flight server failed: {e}")))
+    }
+}

@@ -1,0 +1,201 @@
+//! Queries: `GetFlightInfo` answers with the result schema and a ticket that carries the whole
+//! statement; `DoGet` runs it in DuckDB on a blocking thread and streams batches as DuckDB
+//! produces them. Statements that change data run at `GetFlightInfo` (the client's "execute")
+//! and their ticket returns the affected-row count.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use duckdb::params_from_iter;
+use duckdb::types::Value;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::FlightDataStream;
+use crate::engine::{ensure_select, result_schema};
+use crate::error::{Error, Result};
+use crate::node::{Node, blocking};
+use crate::params;
+use crate::sql::{Plan, plan};
+use crate::ticket::StatementTicket;
+
+/// Batches DuckDB hands over are small (one vector, 2048 rows); they are merged up to this
+/// many rows before they go on the wire.
+const TARGET_BATCH_ROWS: usize = 64 * 1024;
+
+/// Schema of the result of a statement that changed data.
+pub(crate) fn update_count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)]))
+}
+
+fn info_for(ticket: &StatementTicket, schema: &Schema, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+    let handle = TicketStatementQuery {
+        statement_handle: ticket.encode(),
+    };
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(handle.as_any().encode_to_vec()));
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_endpoint(endpoint)
+        .with_descriptor(descriptor)
+        .with_ordered(true))
+}
+
+/// `GetFlightInfo` for SQL with bound parameters.
+pub(crate) async fn statement_info(
+    node: &Arc<Node>,
+    sql: &str,
+    parameters: Vec<RecordBatch>,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    let plan = plan(sql, node.engine.catalog_name())?;
+    let query_id = uuid::Uuid::new_v4().to_string();
+    if !plan.is_query() {
+        let count = node.execute_update(sql, parameters).await?;
+        let ticket = StatementTicket {
+            query_id,
+            sql: String::new(),
+            parameters: Default::default(),
+            update_count: Some(count),
+        };
+        return info_for(&ticket, &update_count_schema(), descriptor);
+    }
+    let unparsed = matches!(plan, Plan::Unparsed);
+    let (engine_node, text) = (Arc::clone(node), sql.to_string());
+    let schema = blocking(move || {
+        let conn = engine_node.engine.connect()?;
+        if unparsed {
+            ensure_select(&conn, &text)?;
+        }
+        result_schema(&conn, &text)
+    })
+    .await?;
+    let ticket = StatementTicket {
+        query_id: query_id.clone(),
+        sql: sql.to_string(),
+        parameters: params::to_ipc(&parameters)?,
+        update_count: None,
+    };
+    node.queries.issue(&query_id);
+    info_for(&ticket, &schema, descriptor)
+}
+
+/// `DoGet` of a statement ticket.
+pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightDataStream> {
+    let ticket = StatementTicket::decode(handle)?;
+    if let Some(count) = ticket.update_count {
+        let batch = RecordBatch::try_new(update_count_schema(), vec![Arc::new(Int64Array::from(vec![count]))])?;
+        return Ok(encode(update_count_schema(), futures::stream::iter(vec![Ok(batch)]).boxed()));
+    }
+    let batches = params::from_ipc(&ticket.parameters)?;
+    let mut rows = params::rows(&batches)?;
+    if rows.len() > 1 {
+        return Err(Error::InvalidArgument(format!(
+            "a query takes one row of parameters; {} were bound",
+            rows.len()
+        )));
+    }
+    let values = rows.pop().unwrap_or_default();
+    run(node, ticket.query_id, ticket.sql, values).await
+}
+
+/// Starts `sql` on a blocking thread; returns once DuckDB has produced the result schema (or an
+/// error), then streams the batches.
+pub(crate) async fn run(
+    node: &Arc<Node>,
+    query_id: String,
+    sql: String,
+    values: Vec<Value>,
+) -> Result<FlightDataStream> {
+    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
+    let worker = Arc::clone(node);
+    node.metrics.queries.inc();
+    tokio::task::spawn_blocking(move || {
+        let mut schema_tx = Some(schema_tx);
+        let timer = worker.metrics.query_seconds.start_timer();
+        let outcome = (|| -> Result<()> {
+            let conn = worker.engine.connect()?;
+            let interrupt = conn.interrupt_handle();
+            worker.queries.start(&query_id, Arc::clone(&interrupt))?;
+            let result = (|| -> Result<()> {
+                let mut stmt = conn.prepare(&sql)?;
+                if stmt.parameter_count() != values.len() {
+                    return Err(Error::InvalidArgument(format!(
+                        "the statement takes {} parameter(s) but {} were bound",
+                        stmt.parameter_count(),
+                        values.len()
+                    )));
+                }
+                let stream = stmt.stream_arrow(params_from_iter(values.iter()))?;
+                let schema = stream.get_schema();
+                let mut coalescer = arrow::compute::BatchCoalescer::new(Arc::clone(&schema), TARGET_BATCH_ROWS);
+                if let Some(s) = schema_tx.take() {
+                    let _ = s.send(Ok(schema));
+                }
+                for batch in stream {
+                    let batch = batch.map_err(|e| {
+                        if worker.queries.is_cancelled(&query_id) {
+                            Error::Cancelled(query_id.clone())
+                        } else {
+                            Error::from(e)
+                        }
+                    })?;
+                    coalescer.push_batch(batch)?;
+                    while let Some(out) = coalescer.next_completed_batch() {
+                        if tx.blocking_send(Ok(out)).is_err() {
+                            return Ok(()); // the client went away
+                        }
+                    }
+                }
+                coalescer.finish_buffered_batch()?;
+                while let Some(out) = coalescer.next_completed_batch() {
+                    if tx.blocking_send(Ok(out)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            })();
+            worker.queries.finish(&query_id, &interrupt);
+            result
+        })();
+        timer.observe_duration();
+        if let Err(e) = outcome {
+            // Before the schema: the DoGet call itself fails; after it: the stream ends in error.
+            match schema_tx.take() {
+                Some(s) => {
+                    let _ = s.send(Err(e));
+                }
+                None => {
+                    let status = Status::from(e);
+                    let _ = tx.blocking_send(Err(FlightError::Tonic(Box::new(status))));
+                }
+            }
+        }
+    });
+    let schema = schema_rx
+        .await
+        .map_err(|_| Error::Internal("query worker stopped before it produced a schema".into()))??;
+    Ok(encode(schema, ReceiverStream::new(rx).boxed()))
+}
+
+/// Encodes batches as Flight data; the schema goes first even when there are no rows.
+pub(crate) fn encode(
+    schema: SchemaRef,
+    batches: futures::stream::BoxStream<'static, std::result::Result<RecordBatch, FlightError>>,
+) -> FlightDataStream {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        });
+    Box::pin(stream)
+}

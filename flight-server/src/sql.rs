@@ -1,0 +1,224 @@
+//! Reading a statement before it runs: what kind it is, which table it names, and rewriting an
+//! `INSERT` to land in a staging table. Parsing uses `sqlparser`'s DuckDB dialect; anything it
+//! cannot parse is left to DuckDB (see [`Plan::Unparsed`]).
+
+use sqlparser::ast::{
+    AlterTableOperation, Ident, ObjectName, ObjectNamePart, ObjectType, Statement, TableObject,
+};
+use sqlparser::dialect::DuckDbDialect;
+use sqlparser::parser::Parser;
+
+use crate::error::{Error, Result};
+
+/// What a statement asks the node to do.
+#[derive(Debug)]
+pub enum Plan {
+    /// A read-only query; DuckDB runs it as it is.
+    Query,
+    /// `sqlparser` could not read it; DuckDB decides (only a query may run this way).
+    Unparsed,
+    /// `CREATE TABLE name (…)` or `CREATE TABLE name AS query`.
+    CreateTable {
+        /// Table name.
+        table: String,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+        /// `OR REPLACE` was given.
+        or_replace: bool,
+        /// The query of `CREATE TABLE … AS`.
+        query: Option<String>,
+    },
+    /// `DROP TABLE [IF EXISTS] a, b`.
+    DropTable {
+        /// Table names.
+        tables: Vec<String>,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `INSERT INTO table …`.
+    Insert {
+        /// Target table.
+        table: String,
+        /// The parsed statement, to be retargeted by [`Plan::insert_into`].
+        statement: Box<Statement>,
+    },
+    /// `ALTER TABLE table ADD COLUMN …` (one or more).
+    AddColumns {
+        /// The table.
+        table: String,
+    },
+}
+
+impl Plan {
+    /// Whether the statement only reads.
+    pub fn is_query(&self) -> bool {
+        matches!(self, Plan::Query | Plan::Unparsed)
+    }
+
+    /// The SQL of an `INSERT` aimed at `target` (a qualified, quoted name) instead.
+    pub fn insert_into(&self, target: &[&str]) -> Option<String> {
+        let Plan::Insert { statement, .. } = self else {
+            return None;
+        };
+        let mut statement = statement.clone();
+        if let Statement::Insert(insert) = statement.as_mut() {
+            insert.table = TableObject::TableName(ObjectName(
+                target
+                    .iter()
+                    .map(|p| ObjectNamePart::Identifier(Ident::with_quote('"', *p)))
+                    .collect(),
+            ));
+        }
+        Some(statement.to_string())
+    }
+}
+
+/// The table a possibly qualified name refers to. Only the `main` schema holds tables.
+fn table_name(name: &ObjectName, catalog: &str) -> Result<String> {
+    let parts: Vec<&str> = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(|i| i.value.as_str()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::InvalidArgument(format!("unsupported table name {name}")))?;
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "table {name} is outside this database; tables live in {catalog}.main"
+        ))
+    };
+    match parts.as_slice() {
+        [table] => Ok((*table).to_string()),
+        [schema, table] if schema.eq_ignore_ascii_case("main") => Ok((*table).to_string()),
+        [cat, schema, table]
+            if cat.eq_ignore_ascii_case(catalog) && schema.eq_ignore_ascii_case("main") =>
+        {
+            Ok((*table).to_string())
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Reads `sql` and decides how it runs.
+pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
+    if sql.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(Error::InvalidArgument("the SQL statement is empty".into()));
+    }
+    let mut statements = match Parser::parse_sql(&DuckDbDialect {}, sql) {
+        Ok(s) => s,
+        Err(_) => return Ok(Plan::Unparsed),
+    };
+    if statements.len() != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "send one SQL statement per request (got {})",
+            statements.len()
+        )));
+    }
+    let unsupported = |what: &str| {
+        Err(Error::Unsupported(format!(
+            "{what} is not supported; skein runs queries (SELECT, WITH, VALUES, EXPLAIN, \
+             DESCRIBE, SHOW) and CREATE TABLE, CREATE TABLE AS, DROP TABLE, INSERT and \
+             ALTER TABLE … ADD COLUMN"
+        )))
+    };
+    match statements.remove(0) {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. } => Ok(Plan::Query),
+        Statement::CreateTable(ct) => {
+            if ct.temporary {
+                return unsupported("CREATE TEMPORARY TABLE");
+            }
+            Ok(Plan::CreateTable {
+                table: table_name(&ct.name, catalog)?,
+                if_not_exists: ct.if_not_exists,
+                or_replace: ct.or_replace,
+                query: ct.query.map(|q| q.to_string()),
+            })
+        }
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            if_exists,
+            names,
+            ..
+        } => Ok(Plan::DropTable {
+            tables: names
+                .iter()
+                .map(|n| table_name(n, catalog))
+                .collect::<Result<_>>()?,
+            if_exists,
+        }),
+        Statement::Insert(insert) => {
+            let TableObject::TableName(name) = &insert.table else {
+                return unsupported("INSERT INTO a table function");
+            };
+            let table = table_name(name, catalog)?;
+            Ok(Plan::Insert {
+                table,
+                statement: Box::new(Statement::Insert(insert)),
+            })
+        }
+        Statement::AlterTable(alter) => {
+            let only_adds = !alter.operations.is_empty()
+                && alter
+                    .operations
+                    .iter()
+                    .all(|op| matches!(op, AlterTableOperation::AddColumn { .. }));
+            if !only_adds {
+                return unsupported("ALTER TABLE other than ADD COLUMN");
+            }
+            Ok(Plan::AddColumns {
+                table: table_name(&alter.name, catalog)?,
+            })
+        }
+        Statement::Update(_) => unsupported("UPDATE"),
+        Statement::Delete(_) => unsupported("DELETE"),
+        other => {
+            let text = other.to_string();
+            let what = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            unsupported(&format!("the statement {what} …"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statements() {
+        assert!(matches!(plan("SELECT 1", "db"), Ok(Plan::Query)));
+        assert!(matches!(plan("with x as (select 1) select * from x;", "db"), Ok(Plan::Query)));
+        assert!(matches!(
+            plan("CREATE TABLE IF NOT EXISTS main.t (a INT)", "db"),
+            Ok(Plan::CreateTable { table, if_not_exists: true, query: None, .. }) if table == "t"
+        ));
+        assert!(matches!(
+            plan("CREATE TABLE t AS SELECT 1 AS a", "db"),
+            Ok(Plan::CreateTable { query: Some(_), .. })
+        ));
+        assert!(matches!(
+            plan("DROP TABLE IF EXISTS a, db.main.b", "db"),
+            Ok(Plan::DropTable { tables, if_exists: true }) if tables == ["a", "b"]
+        ));
+        assert!(matches!(plan("ALTER TABLE t ADD COLUMN c INT", "db"), Ok(Plan::AddColumns { .. })));
+        assert!(matches!(plan("ALTER TABLE t DROP COLUMN c", "db"), Err(Error::Unsupported(_))));
+        assert!(matches!(plan("COPY t TO '/tmp/x.csv'", "db"), Err(Error::Unsupported(_))));
+        assert!(matches!(plan("SELECT 1; SELECT 2", "db"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(plan("  ;", "db"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(plan("SELECT * FROM other.t", "db"), Ok(Plan::Query)));
+        assert!(matches!(plan("INSERT INTO other.t VALUES (1)", "db"), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn insert_is_retargeted() {
+        let p = plan("INSERT INTO t (a, b) SELECT x, y FROM src WHERE x > ?", "db").expect("plan");
+        let sql = p.insert_into(&["temp", "stage_1"]).expect("insert");
+        assert_eq!(sql, "INSERT INTO \"temp\".\"stage_1\" (a, b) SELECT x, y FROM src WHERE x > ?");
+    }
+}

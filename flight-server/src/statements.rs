@@ -1,0 +1,208 @@
+//! Running statements that change tables: CREATE TABLE [AS], DROP TABLE, INSERT and
+//! ALTER TABLE … ADD COLUMN. Each turns into catalog changes and appends through the same
+//! ingest path as bulk loads.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use duckdb::types::Value;
+use duckdb::{Connection, params_from_iter};
+use skein_storage::ColumnMeta;
+
+use crate::engine::ident;
+use crate::error::{Error, Result};
+use crate::node::{Node, OnExists, blocking};
+use crate::params;
+use crate::sql::{Plan, plan};
+
+/// Runs `sql` once per parameter row (once if there are none) on `conn`.
+fn execute_with(conn: &Connection, sql: &str, rows: &[Vec<Value>]) -> Result<usize> {
+    let mut stmt = conn.prepare(sql)?;
+    if rows.is_empty() {
+        let nulls = vec![Value::Null; stmt.parameter_count()];
+        if !nulls.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the statement takes {} parameter(s) but none were bound",
+                nulls.len()
+            )));
+        }
+        return Ok(stmt.execute([])?);
+    }
+    let mut total = 0;
+    for row in rows {
+        total += stmt.execute(params_from_iter(row.iter()))?;
+    }
+    Ok(total)
+}
+
+/// All rows of a query on `conn`.
+pub fn collect(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
+    let mut stmt = conn.prepare(sql)?;
+    let stream = stmt.stream_arrow([])?;
+    Ok(stream.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Columns of the one table in a throwaway database after running `setup` and then `sql`.
+fn scratch_columns(setup: Option<String>, sql: &str) -> Result<Vec<ColumnMeta>> {
+    let conn = Connection::open_in_memory()?;
+    conn.execute_batch("SET enable_external_access = false")?;
+    if let Some(setup) = setup {
+        conn.execute_batch(&setup)?;
+    }
+    execute_with(&conn, sql, &[])?;
+    let mut stmt = conn.prepare(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
+         WHERE NOT internal ORDER BY column_index",
+    )?;
+    let columns = stmt
+        .query_map([], |r| {
+            Ok(ColumnMeta {
+                name: r.get(0)?,
+                sql_type: r.get(1)?,
+                nullable: r.get(2)?,
+            })
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(columns)
+}
+
+/// Columns of a temporary table on `conn`.
+fn temp_columns(conn: &Connection, table: &str) -> Result<Vec<ColumnMeta>> {
+    let mut stmt = conn.prepare(
+        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
+         WHERE database_name = 'temp' AND table_name = ? ORDER BY column_index",
+    )?;
+    let columns = stmt
+        .query_map([table], |r| {
+            Ok(ColumnMeta {
+                name: r.get(0)?,
+                sql_type: r.get(1)?,
+                nullable: r.get(2)?,
+            })
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(columns)
+}
+
+fn stage_name() -> String {
+    format!("skein_stage_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl Node {
+    /// Runs a statement that is not a query, with optional parameter batches; returns the
+    /// number of rows it added (0 for DDL).
+    pub async fn execute_update(self: &Arc<Self>, sql: &str, parameters: Vec<RecordBatch>) -> Result<i64> {
+        let plan = plan(sql, self.engine.catalog_name())?;
+        let rows = params::rows(&parameters)?;
+        match plan {
+            Plan::Query | Plan::Unparsed => Err(Error::InvalidArgument(
+                "this statement is a query; run it as a query (CommandStatementQuery) to get its rows".into(),
+            )),
+            Plan::CreateTable {
+                table,
+                if_not_exists,
+                or_replace,
+                query: None,
+            } => {
+                let sql = sql.to_string();
+                let columns = blocking(move || scratch_columns(None, &sql)).await?;
+                self.create_table(&table, columns, on_exists(if_not_exists, or_replace))
+                    .await?;
+                Ok(0)
+            }
+            Plan::CreateTable {
+                table,
+                if_not_exists,
+                or_replace,
+                query: Some(query),
+            } => {
+                if if_not_exists && self.table(&table).is_ok() {
+                    return Ok(0);
+                }
+                let node = Arc::clone(self);
+                let (columns, batches) = blocking(move || {
+                    let conn = node.engine.connect()?;
+                    let stage = stage_name();
+                    execute_with(&conn, &format!("CREATE TEMP TABLE {stage} AS\n{query}\n"), &rows)?;
+                    let staged = temp_columns(&conn, &stage)
+                        .and_then(|c| Ok((c, collect(&conn, &format!("SELECT * FROM temp.{stage}"))?)));
+                    let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
+                    staged
+                })
+                .await?;
+                let rt = self
+                    .create_table(&table, columns, on_exists(if_not_exists, or_replace))
+                    .await?;
+                let mut total = 0;
+                for b in &batches {
+                    total += self.append(&rt, b).await?;
+                }
+                Ok(total as i64)
+            }
+            Plan::DropTable { tables, if_exists } => {
+                for t in &tables {
+                    self.drop_table(t, if_exists).await?;
+                }
+                Ok(0)
+            }
+            Plan::Insert { ref table, .. } => {
+                let rt = self.table(table)?;
+                let node = Arc::clone(self);
+                let view = rt.name.clone();
+                let batches = blocking(move || {
+                    let conn = node.engine.connect()?;
+                    let stage = stage_name();
+                    conn.execute_batch(&format!(
+                        "CREATE TEMP TABLE {stage} AS SELECT * FROM main.{} LIMIT 0",
+                        ident(&view)
+                    ))?;
+                    let staged = plan
+                        .insert_into(&["temp", &stage])
+                        .ok_or_else(|| Error::Internal("INSERT plan without a statement".into()))
+                        .and_then(|insert| execute_with(&conn, &insert, &rows))
+                        .and_then(|_| collect(&conn, &format!("SELECT * FROM temp.{stage}")));
+                    let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
+                    staged
+                })
+                .await?;
+                let mut total = 0;
+                for b in &batches {
+                    total += self.append(&rt, b).await?;
+                }
+                Ok(total as i64)
+            }
+            Plan::AddColumns { table } => {
+                let meta = self
+                    .catalog
+                    .snapshot()
+                    .table(&table)
+                    .cloned()
+                    .ok_or_else(|| Error::UnknownTable { table: table.clone() })?;
+                let defs = meta
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let null = if c.nullable { "" } else { " NOT NULL" };
+                        format!("{} {}{null}", ident(&c.name), c.sql_type)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let setup = format!("CREATE TABLE {} ({defs})", ident(&meta.name));
+                let sql = sql.to_string();
+                let columns = blocking(move || scratch_columns(Some(setup), &sql)).await?;
+                self.add_columns(&table, columns).await?;
+                Ok(0)
+            }
+        }
+    }
+}
+
+fn on_exists(if_not_exists: bool, or_replace: bool) -> OnExists {
+    if or_replace {
+        OnExists::Replace
+    } else if if_not_exists {
+        OnExists::Keep
+    } else {
+        OnExists::Fail
+    }
+}

@@ -1,0 +1,273 @@
+//! Arrow types as DuckDB column types, and fitting ingested batches to a table's schema.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+
+use crate::engine::ident;
+use crate::error::{Error, Result};
+
+/// The DuckDB column type that stores values of an Arrow type.
+pub fn duckdb_type(field: &Field) -> Result<String> {
+    let unsupported = || {
+        Error::InvalidArgument(format!(
+            "column {:?} has Arrow type {}, which skein cannot store",
+            field.name(),
+            field.data_type()
+        ))
+    };
+    let child = |f: &Field| duckdb_type(f);
+    Ok(match field.data_type() {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::Float16 | DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s)
+            if *p <= 38 && *s >= 0 =>
+        {
+            format!("DECIMAL({p},{s})")
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BLOB".into(),
+        DataType::FixedSizeBinary(_) => "BLOB".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Timestamp(TimeUnit::Second, None) => "TIMESTAMP_S".into(),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => "TIMESTAMP_MS".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(TimeUnit::Nanosecond, None) => "TIMESTAMP_NS".into(),
+        DataType::Interval(_) => "INTERVAL".into(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            format!("{}[]", child(f)?)
+        }
+        DataType::FixedSizeList(f, n) => format!("{}[{n}]", child(f)?),
+        DataType::Struct(fields) if !fields.is_empty() => {
+            let inner = fields
+                .iter()
+                .map(|f| Ok(format!("{} {}", ident(f.name()), child(f)?)))
+                .collect::<Result<Vec<_>>>()?;
+            format!("STRUCT({})", inner.join(", "))
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => {
+                format!("MAP({}, {})", child(&kv[0])?, child(&kv[1])?)
+            }
+            _ => return Err(unsupported()),
+        },
+        DataType::Dictionary(_, value) => {
+            duckdb_type(&Field::new(field.name(), (**value).clone(), true))?
+        }
+        _ => return Err(unsupported()),
+    })
+}
+
+/// Families of types whose values convert into each other without changing meaning.
+#[derive(PartialEq, Eq, Debug)]
+enum Family {
+    Bool,
+    Number,
+    Text,
+    Bytes,
+    Date,
+    Time,
+    Timestamp,
+    Interval,
+    Nested,
+    Other,
+}
+
+fn family(t: &DataType) -> Family {
+    use DataType::*;
+    match t {
+        Boolean => Family::Bool,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
+        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => Family::Number,
+        Utf8 | LargeUtf8 | Utf8View => Family::Text,
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => Family::Bytes,
+        Date32 | Date64 => Family::Date,
+        Time32(_) | Time64(_) => Family::Time,
+        Timestamp(..) => Family::Timestamp,
+        Interval(_) | Duration(_) => Family::Interval,
+        List(_) | LargeList(_) | ListView(_) | FixedSizeList(..) | Struct(_) | Map(..) => Family::Nested,
+        Dictionary(_, v) => family(v),
+        _ => Family::Other,
+    }
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+/// Whether a column of type `from` may be stored in a column of type `to`.
+fn storable(from: &DataType, to: &DataType) -> bool {
+    if from == to || *from == DataType::Null {
+        return true;
+    }
+    let (ff, tf) = (family(from), family(to));
+    // Floats do not go into integer or decimal columns: that would silently round.
+    ff == tf && ff != Family::Other && !(is_float(from) && !is_float(to)) && can_cast_types(from, to)
+}
+
+/// Fits `batch` to a table whose columns are `target` (matched by name, ignoring case):
+/// casts where the value converts without loss of meaning, fills absent nullable columns with
+/// NULL, and rejects anything else with an error naming the column.
+pub fn conform(
+    table: &str,
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    not_null: &dyn Fn(&str) -> bool,
+) -> Result<RecordBatch> {
+    let mismatch = |reason: String| Error::SchemaMismatch {
+        table: table.to_string(),
+        reason,
+    };
+    let source = batch.schema();
+    for f in source.fields() {
+        let known = target.fields().iter().any(|t| t.name().eq_ignore_ascii_case(f.name()));
+        if !known {
+            return Err(mismatch(format!(
+                "column {:?} does not exist in the table (add it first with ALTER TABLE … ADD COLUMN)",
+                f.name()
+            )));
+        }
+    }
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+    for t in target.fields() {
+        let found = source
+            .fields()
+            .iter()
+            .position(|f| f.name() == t.name())
+            .or_else(|| source.fields().iter().position(|f| f.name().eq_ignore_ascii_case(t.name())));
+        let column = match found {
+            None if not_null(t.name()) => {
+                return Err(mismatch(format!(
+                    "column {:?} is NOT NULL but the batch does not have it",
+                    t.name()
+                )));
+            }
+            None => new_null_array(t.data_type(), batch.num_rows()),
+            Some(i) => {
+                let array = batch.column(i);
+                if !storable(array.data_type(), t.data_type()) {
+                    return Err(mismatch(format!(
+                        "column {:?} has type {} but the batch has {}",
+                        t.name(),
+                        t.data_type(),
+                        array.data_type()
+                    )));
+                }
+                let array = if array.data_type() == t.data_type() {
+                    Arc::clone(array)
+                } else {
+                    cast_with_options(array, t.data_type(), &options).map_err(|e| {
+                        mismatch(format!("column {:?}: {e}", t.name()))
+                    })?
+                };
+                if array.null_count() > 0 && not_null(t.name()) {
+                    return Err(mismatch(format!(
+                        "column {:?} is NOT NULL but the batch has {} NULLs in it",
+                        t.name(),
+                        array.null_count()
+                    )));
+                }
+                array
+            }
+        };
+        columns.push(column);
+    }
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(target),
+        columns,
+        &options,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::Schema;
+
+    fn target() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn widens_reorders_and_fills() {
+        let batch = RecordBatch::try_from_iter([(
+            "ID",
+            Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef,
+        )])
+        .expect("batch");
+        let out = conform("t", &batch, &target(), &|_| false).expect("fits");
+        assert_eq!(out.schema(), target());
+        let ids = out.column(0).as_any().downcast_ref::<Int64Array>().expect("i64");
+        assert_eq!(ids.values(), &[1, 2]);
+        assert_eq!(out.column(1).null_count(), 2);
+    }
+
+    #[test]
+    fn rejects_what_does_not_fit() {
+        let text = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+        )])
+        .expect("batch");
+        let err = conform("t", &text, &target(), &|_| false).expect_err("text into int");
+        assert!(err.to_string().contains("\"id\""), "{err}");
+
+        let float = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(Float64Array::from(vec![1.5])) as ArrayRef,
+        )])
+        .expect("batch");
+        assert!(conform("t", &float, &target(), &|_| false).is_err());
+
+        let extra = RecordBatch::try_from_iter([(
+            "other",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        )])
+        .expect("batch");
+        let err = conform("t", &extra, &target(), &|_| false).expect_err("unknown column");
+        assert!(err.to_string().contains("\"other\""), "{err}");
+
+        let missing = RecordBatch::try_from_iter([(
+            "name",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        )])
+        .expect("batch");
+        let err = conform("t", &missing, &target(), &|c| c == "id").expect_err("not null");
+        assert!(err.to_string().contains("NOT NULL"), "{err}");
+    }
+
+    #[test]
+    fn duckdb_types_of_nested_fields() {
+        let list = Field::new_list("l", Field::new("item", DataType::Int32, true), true);
+        assert_eq!(duckdb_type(&list).expect("list"), "INTEGER[]");
+        let st = Field::new_struct(
+            "s",
+            vec![Field::new("a b", DataType::Utf8, true)],
+            true,
+        );
+        assert_eq!(duckdb_type(&st).expect("struct"), "STRUCT(\"a b\" VARCHAR)");
+        assert!(duckdb_type(&Field::new("n", DataType::Null, true)).is_err());
+    }
+}
