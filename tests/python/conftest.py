@@ -1,0 +1,205 @@
+"""Test harness: real skein-server processes on free loopback ports, in temporary directories.
+
+A `Node` starts the binary, reads the addresses it logs, waits for `/health` with a deadline,
+and stops it with SIGTERM (killing it if it does not exit in time).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import adbc_driver_flightsql.dbapi as flightsql
+import duckdb
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_DEADLINE_S = 60
+STOP_DEADLINE_S = 60
+
+
+def server_bin() -> str:
+    path = os.environ.get("SKEIN_SERVER_BIN")
+    if not path:
+        target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/skein/target"))
+        path = str(Path(target) / "release" / "skein-server")
+    assert Path(path).exists(), f"skein-server binary not found at {path}; run scripts/test.sh"
+    return path
+
+
+class Node:
+    """One skein-server process."""
+
+    def __init__(self, data_dir: Path, *extra: str):
+        self.data_dir = Path(data_dir)
+        self.extra = list(extra)
+        self.proc = None
+        self.lines: list[str] = []
+        self.flight_addr = None
+        self.http_addr = None
+
+    def start(self) -> "Node":
+        args = [
+            server_bin(),
+            "--listen", "127.0.0.1:0",
+            "--http-listen", "127.0.0.1:0",
+            "--data-dir", str(self.data_dir),
+            "--log-format", "json",
+            "--query-threads", "2",
+            *self.extra,
+        ]
+        self.lines = []
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        ready = threading.Event()
+
+        def drain():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                fields = event.get("fields", {})
+                if fields.get("message") == "serving":
+                    self.flight_addr = fields["flight_addr"]
+                    self.http_addr = fields["http_addr"]
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("skein-server did not start:\n" + "".join(self.lines[-30:]))
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{self.http_addr}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("skein-server never became healthy")
+
+    @property
+    def uri(self) -> str:
+        return f"grpc://{self.flight_addr}"
+
+    def connect(self):
+        return flightsql.connect(self.uri)
+
+    def flight_client(self) -> flight.FlightClient:
+        return flight.FlightClient(self.uri)
+
+    def http_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://{self.http_addr}{path}", timeout=10) as r:
+            return r.read().decode()
+
+    def flush(self, table: str = ""):
+        client = self.flight_client()
+        results = list(client.do_action(flight.Action("skein.flush", table.encode())))
+        client.close()
+        return results
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path / "data").start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    """Starts nodes with extra flags; all are stopped at the end."""
+    started = []
+
+    def make(*extra, data_dir=None):
+        n = Node(data_dir or tmp_path / f"data{len(started)}", *extra).start()
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+def query(conn, sql, parameters=None) -> pa.Table:
+    with conn.cursor() as cur:
+        cur.execute(sql, parameters)
+        return cur.fetch_arrow_table()
+
+
+def oracle(tables: dict, sql: str) -> pa.Table:
+    """Runs `sql` in an in-process DuckDB over the given Arrow tables."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, table in tables.items():
+        con.register(name, table)
+    return con.sql(sql).to_arrow_table()
+
+
+def rows(table: pa.Table) -> list:
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def assert_same_rows(got: pa.Table, want: pa.Table, ordered=True):
+    g, w = rows(got), rows(want)
+    if not ordered:
+        g, w = sorted(g, key=repr), sorted(w, key=repr)
+    assert g == w
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def flight_sql_any(message: str, payload: bytes) -> bytes:
+    """A Flight SQL command wrapped in protobuf `Any`, as Flight SQL clients send it."""
+    type_url = f"type.googleapis.com/arrow.flight.protocol.sql.{message}".encode()
+    return _len_field(1, type_url) + _len_field(2, payload)
+
+
+def statement_query(sql: str) -> flight.FlightDescriptor:
+    """Descriptor of a `CommandStatementQuery`, for pyarrow's plain Flight client."""
+    return flight.FlightDescriptor.for_command(flight_sql_any("CommandStatementQuery", _len_field(1, sql.encode())))

