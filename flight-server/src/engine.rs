@@ -53,6 +53,7 @@ impl Engine {
             "SET autoinstall_known_extensions = false".to_string(),
             "SET autoload_known_extensions = false".to_string(),
             format!("SET allowed_directories = [{}]", literal(&format!("{}/", dir.display()))),
+            format!("SET temp_directory = {}", literal(&format!("{}/duckdb-tmp", dir.display()))),
             "SET enable_external_access = false".to_string(),
             format!("CREATE SCHEMA IF NOT EXISTS {BUFFER_SCHEMA}"),
         ];

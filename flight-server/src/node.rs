@@ -82,12 +82,15 @@ fn now_ms() -> i64 {
 impl Node {
     /// Opens the node's storage and rebuilds every table's view.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
-        let data_dir = config.data_dir.clone();
+        let dir_error = |dir: &std::path::Path, e: std::io::Error| {
+            Error::Internal(format!("cannot use data directory {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
+        // Absolute, so that DuckDB's allowed-directories check and stored paths agree.
+        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
         let tmp_dir = data_dir.join("tmp");
-        for dir in [&data_dir, &tmp_dir, &data_dir.join("duckdb-tmp")] {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Internal(format!("cannot create directory {}: {e}", dir.display()))
-            })?;
+        for dir in [&tmp_dir, &data_dir.join("duckdb-tmp")] {
+            std::fs::create_dir_all(dir).map_err(|e| dir_error(dir, e))?;
         }
         // Leftovers of flushes interrupted by a crash.
         if let Ok(entries) = std::fs::read_dir(&tmp_dir) {

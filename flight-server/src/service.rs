@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
@@ -351,6 +351,22 @@ impl FlightSqlService for SkeinService {
     ) -> Result<Response<DoPutStream>, Status> {
         let r = ingest::descriptor_put(&self.node, request.into_inner(), message).await;
         answer(&self.node, "DoPut.Path", r).map(Response::new)
+    }
+
+    async fn do_put_error_callback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        error: DoPutError,
+    ) -> Result<Response<DoPutStream>, Status> {
+        let message = match error {
+            DoPutError::MissingCommand => {
+                "the DoPut stream is empty: send a flight descriptor and an Arrow schema, then record batches"
+            }
+            DoPutError::MissingFlightDescriptor => {
+                "the first DoPut message has no flight descriptor: it must name the table or carry a Flight SQL command"
+            }
+        };
+        answer(&self.node, "DoPut", Err(crate::error::Error::InvalidArgument(message.into())))
     }
 
     async fn do_action_create_prepared_statement(

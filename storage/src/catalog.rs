@@ -200,11 +200,15 @@ impl CatalogBackend for LocalCatalog {
     }
 }
 
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
-        path: PathBuf::from("<blocking task>"),
-        source: std::io::Error::other(e),
-    })?
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            path: PathBuf::from("<blocking task>"),
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// A node's handle on the catalog: the latest snapshot, and serialised updates.
@@ -315,15 +319,25 @@ mod tests {
         backend.commit(0, &next).await.expect("first commit");
         next.version = 1;
         let err = backend.commit(0, &next).await.expect_err("stale");
-        assert!(matches!(err, Error::Conflict { expected: 0, found: 1 }));
+        assert!(matches!(
+            err,
+            Error::Conflict {
+                expected: 0,
+                found: 1
+            }
+        ));
     }
 
     #[tokio::test]
     async fn update_retries_after_another_writer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("catalog.json");
-        let a = Catalog::open(Arc::new(LocalCatalog::new(&path))).await.expect("a");
-        let b = Catalog::open(Arc::new(LocalCatalog::new(&path))).await.expect("b");
+        let a = Catalog::open(Arc::new(LocalCatalog::new(&path)))
+            .await
+            .expect("a");
+        let b = Catalog::open(Arc::new(LocalCatalog::new(&path)))
+            .await
+            .expect("b");
         a.update(|s| -> Result<()> {
             s.tables.insert("x".into(), table(1, "x"));
             Ok(())

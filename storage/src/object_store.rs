@@ -47,10 +47,7 @@ impl LocalStore {
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        let clean = !key.is_empty()
-            && rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
+        let clean = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !clean {
             return Err(Error::InvalidKey {
                 key: key.to_string(),
@@ -100,7 +97,12 @@ impl ObjectStore for LocalStore {
             let mut entries = match tokio::fs::read_dir(&dir).await {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::Io { path: dir, source: e }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: dir,
+                        source: e,
+                    });
+                }
             };
             while let Some(entry) = entries.next_entry().await.map_err(Error::io(&dir))? {
                 let path = entry.path();
@@ -141,7 +143,10 @@ mod tests {
         let store = LocalStore::open(dir.path().join("objects")).expect("open");
         let src = dir.path().join("f.tmp");
         std::fs::write(&src, b"hello").expect("write");
-        let n = store.put_file("tables/1/a.parquet", &src).await.expect("put");
+        let n = store
+            .put_file("tables/1/a.parquet", &src)
+            .await
+            .expect("put");
         assert_eq!(n, 5);
         assert!(!src.exists(), "source is consumed");
         let path = store.local_path("tables/1/a.parquet").expect("local path");
@@ -151,7 +156,10 @@ mod tests {
             vec!["tables/1/a.parquet".to_string()]
         );
         store.delete("tables/1/a.parquet").await.expect("delete");
-        store.delete("tables/1/a.parquet").await.expect("delete twice");
+        store
+            .delete("tables/1/a.parquet")
+            .await
+            .expect("delete twice");
         assert!(store.list("").await.expect("list").is_empty());
     }
 

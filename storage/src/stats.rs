@@ -76,7 +76,11 @@ fn merge(
 ) -> Option<Option<StatValue>> {
     match (acc, v) {
         (None, v) => Some(v),
-        (Some(Some(a)), Some(b)) => Some(Some(if b.partial_cmp(&a) == Some(keep) { b } else { a })),
+        (Some(Some(a)), Some(b)) => Some(Some(if b.partial_cmp(&a) == Some(keep) {
+            b
+        } else {
+            a
+        })),
         _ => Some(None),
     }
 }
@@ -133,7 +137,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.parquet");
         let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None, Some(-3), Some(9)]));
-        let s: ArrayRef = Arc::new(StringArray::from(vec![Some("m"), Some("b"), None, Some("x")]));
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("m"),
+            Some("b"),
+            None,
+            Some("x"),
+        ]));
         let batch = RecordBatch::try_from_iter([("a", a), ("s", s)]).expect("batch");
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(2))
