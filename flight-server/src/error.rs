@@ -46,6 +46,9 @@ pub enum Error {
     /// An Arrow operation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Encoding a Flight message failed.
+    #[error("flight: {0}")]
+    Flight(#[from] arrow_flight::error::FlightError),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -95,7 +98,7 @@ impl From<Error> for Status {
             Error::Engine(m) => engine_code(m),
             Error::Arrow(_) => Code::InvalidArgument,
             Error::ShuttingDown => Code::Unavailable,
-            Error::Storage(_) | Error::Internal(_) => Code::Internal,
+            Error::Storage(_) | Error::Flight(_) | Error::Internal(_) => Code::Internal,
         };
         let message = e.to_string();
         match code {

@@ -2,7 +2,7 @@
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
+    DataType, DecimalType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
     Int32Type, Int64Type, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
@@ -97,7 +97,7 @@ fn value(a: &dyn Array, i: usize) -> std::result::Result<Value, String> {
         DataType::Decimal128(_, scale) => {
             // Bound as text so that DuckDB parses it exactly at the parameter's type.
             let raw = a.as_primitive::<Decimal128Type>().value(i);
-            Value::Text(arrow::datatypes::Decimal128Type::format_decimal(raw, 38, *scale))
+            Value::Text(Decimal128Type::format_decimal(raw, 38, *scale))
         }
         other => return Err(format!("Arrow type {other} cannot be bound as a parameter")),
     })

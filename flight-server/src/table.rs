@@ -288,7 +288,7 @@ impl TableRuntime {
 
     /// Adds columns (already in `meta`) to every generation and to the view.
     pub fn add_columns(&self, added: &[ColumnMeta], meta: &TableMeta, paths: &[String]) -> Result<()> {
-        let mut buf = self.buffer.lock();
+        let buf = self.buffer.lock();
         let mut generations = buf.flushing.clone();
         generations.push(buf.active);
         let mut statements = Vec::new();

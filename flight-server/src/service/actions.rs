@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use arrow_flight::sql::{ActionCancelQueryRequest, ActionCancelQueryResult, Any, TicketStatementQuery};
-use arrow_flight::sql::action_cancel_query_result::CancelResult;
 use arrow_flight::{Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo};
 use bytes::Bytes;
 use prost::Message;
@@ -55,8 +54,11 @@ fn decode_info(bytes: &[u8]) -> Result<FlightInfo> {
 
 pub(crate) fn cancel_query(node: &Node, request: ActionCancelQueryRequest) -> Result<ActionCancelQueryResult> {
     let info = decode_info(&request.info)?;
-    let result = if cancel_info(node, &info) { CancelResult::Cancelled } else { CancelResult::NotCancellable };
-    Ok(ActionCancelQueryResult { result: result as i32 })
+    // `CancelResult` values of the Flight SQL protocol (the enum is not exported by arrow-flight).
+    const CANCELLED: i32 = 1;
+    const NOT_CANCELLABLE: i32 = 3;
+    let result = if cancel_info(node, &info) { CANCELLED } else { NOT_CANCELLABLE };
+    Ok(ActionCancelQueryResult { result })
 }
 
 fn single(body: Bytes) -> DoActionStream {

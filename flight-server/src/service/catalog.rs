@@ -25,10 +25,15 @@ use crate::error::Result;
 use crate::node::Node;
 
 /// Answers that never change while the node runs.
-#[derive(Debug)]
 pub(crate) struct Statics {
     pub(crate) sql_info: SqlInfoData,
     pub(crate) xdbc: XdbcTypeInfoData,
+}
+
+impl std::fmt::Debug for Statics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statics").finish_non_exhaustive()
+    }
 }
 
 impl Statics {
@@ -229,7 +234,7 @@ fn xdbc_data() -> XdbcTypeInfoData {
         TypeRow { scale: Some((0, 38)), ..num("DECIMAL", X::XdbcDecimal, 38, false) },
         text("VARCHAR", X::XdbcVarchar),
         TypeRow { prefix: Some("'"), ..row("BLOB", X::XdbcVarbinary) },
-        TypeRow { prefix: Some("DATE '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeDate), ..row("DATE", X::XdbcDatetime) },
+        TypeRow { prefix: Some("DATE '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeYear), ..row("DATE", X::XdbcDatetime) },
         TypeRow { prefix: Some("TIME '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTime), ..row("TIME", X::XdbcDatetime) },
         TypeRow { prefix: Some("TIMESTAMP '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp), ..row("TIMESTAMP", X::XdbcDatetime) },
         TypeRow { prefix: Some("TIMESTAMPTZ '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestampWithTimezone), ..row("TIMESTAMP WITH TIME ZONE", X::XdbcDatetime) },

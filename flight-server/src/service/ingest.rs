@@ -9,8 +9,7 @@ use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
-    Any, CommandStatementIngest, DoPutUpdateResult,
-    command_statement_ingest::table_definition_options::{TableExistsOption, TableNotExistOption},
+    Any, CommandStatementIngest, DoPutUpdateResult, TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::{PutResult, flight_descriptor::DescriptorType};
 use futures::{StreamExt, TryStreamExt};
