@@ -10,7 +10,7 @@ mkdir -p "$SKEIN_CACHE" "$SKEIN_TOOLS"
 if [ ! -x "$SKEIN_VENV/bin/python" ]; then
   python3 -m venv "$SKEIN_VENV"
 fi
-if ! "$SKEIN_VENV/bin/python" -c "import pyarrow, adbc_driver_flightsql, adbc_driver_manager, duckdb, pytest" 2>/dev/null; then
+if ! "$SKEIN_VENV/bin/python" -c "import numpy, pyarrow, adbc_driver_flightsql, adbc_driver_manager, duckdb, pytest" 2>/dev/null; then
   "$SKEIN_VENV/bin/pip" install --quiet --upgrade pip
   "$SKEIN_VENV/bin/pip" install --quiet -r tests/python/requirements.txt
 fi

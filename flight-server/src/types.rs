@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{Array, ArrayRef, AsArray, LargeListArray, ListArray, RecordBatch, StructArray, make_array, new_null_array};
+use arrow::buffer::NullBuffer;
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 
@@ -187,7 +188,7 @@ pub fn conform(
                 array
             }
         };
-        columns.push(column);
+        columns.push(push_down_nulls(column)?);
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(
@@ -195,6 +196,40 @@ pub fn conform(
         columns,
         &options,
     )?)
+}
+
+/// DuckDB expects the children of a NULL struct to be NULL too, and writes wrong Parquet when
+/// they are not; Arrow leaves them free. Makes every struct's nulls its children's nulls, at any
+/// depth (inside lists too).
+fn push_down_nulls(array: ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let mut children = Vec::with_capacity(s.num_columns());
+            for child in s.columns() {
+                let child = match s.nulls() {
+                    Some(parent) if parent.null_count() > 0 => {
+                        let nulls = NullBuffer::union(Some(parent), child.nulls());
+                        make_array(child.to_data().into_builder().nulls(nulls).build()?)
+                    }
+                    _ => Arc::clone(child),
+                };
+                children.push(push_down_nulls(child)?);
+            }
+            Ok(Arc::new(StructArray::try_new(fields.clone(), children, s.nulls().cloned())?))
+        }
+        DataType::List(field) => {
+            let l = array.as_list::<i32>();
+            let values = push_down_nulls(Arc::clone(l.values()))?;
+            Ok(Arc::new(ListArray::try_new(Arc::clone(field), l.offsets().clone(), values, l.nulls().cloned())?))
+        }
+        DataType::LargeList(field) => {
+            let l = array.as_list::<i64>();
+            let values = push_down_nulls(Arc::clone(l.values()))?;
+            Ok(Arc::new(LargeListArray::try_new(Arc::clone(field), l.offsets().clone(), values, l.nulls().cloned())?))
+        }
+        _ => Ok(array),
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +291,20 @@ mod tests {
         .expect("batch");
         let err = conform("t", &missing, &target(), &|c| c == "id").expect_err("not null");
         assert!(err.to_string().contains("NOT NULL"), "{err}");
+    }
+
+    #[test]
+    fn struct_nulls_reach_their_children() {
+        let st = StructArray::try_new(
+            vec![Field::new("b", DataType::Utf8, true)].into(),
+            vec![Arc::new(StringArray::from(vec!["x", "", "z"])) as ArrayRef],
+            Some(NullBuffer::from(vec![true, false, true])),
+        )
+        .expect("struct");
+        let out = push_down_nulls(Arc::new(st)).expect("push down");
+        let child = out.as_struct().column(0);
+        assert_eq!(child.null_count(), 1);
+        assert!(child.is_null(1) && child.is_valid(2));
     }
 
     #[test]

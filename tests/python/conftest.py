@@ -94,7 +94,7 @@ class Node:
         return f"grpc://{self.flight_addr}"
 
     def connect(self):
-        return flightsql.connect(self.uri)
+        return flightsql.connect(self.uri, autocommit=True)
 
     def flight_client(self) -> flight.FlightClient:
         return flight.FlightClient(self.uri)
@@ -203,3 +203,15 @@ def flight_sql_any(message: str, payload: bytes) -> bytes:
 def statement_query(sql: str) -> flight.FlightDescriptor:
     """Descriptor of a `CommandStatementQuery`, for pyarrow's plain Flight client."""
     return flight.FlightDescriptor.for_command(flight_sql_any("CommandStatementQuery", _len_field(1, sql.encode())))
+
+
+CANCELLED = 1  # CancelStatus in Flight's protocol
+
+
+def cancel_flight_info(client: flight.FlightClient, info: flight.FlightInfo) -> int:
+    """The `CancelFlightInfo` action (pyarrow's client has no method for it); returns the status."""
+    request = _len_field(1, info.serialize())
+    results = list(client.do_action(flight.Action("CancelFlightInfo", request)))
+    body = results[0].body.to_pybytes()
+    # CancelFlightInfoResult { CancelStatus status = 1; }: an empty message means 0 (unspecified).
+    return body[1] if len(body) >= 2 and body[0] == 0x08 else 0

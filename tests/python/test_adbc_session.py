@@ -39,7 +39,8 @@ def mixed_table(n: int, seed: int = 7) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def data():
-    return mixed_table(N)
+    # Batches of 100k rows: the ADBC driver refuses to send a gRPC message over 16 MiB.
+    return pa.Table.from_batches(mixed_table(N).to_batches(max_chunksize=100_000))
 
 
 def test_ingest_query_prepare_and_catalog(node, data):

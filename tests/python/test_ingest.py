@@ -1,5 +1,7 @@
 """Bulk loads: ADBC ingest modes and pyarrow's plain DoPut with a path descriptor."""
 
+import time
+
 import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -59,13 +61,19 @@ def test_adbc_modes(node):
 
 
 def test_many_batches_and_flush_thresholds(make_node):
-    # Small thresholds: the stream crosses several flushes while it is being loaded.
+    # A small row threshold: the flusher writes files while the stream is still arriving,
+    # without being asked to.
     node = make_node("--flush-rows", "20000")
-    data = pa.table({"v": pa.array(range(200_000), pa.int64())})
+    data = pa.Table.from_batches(pa.table({"v": pa.array(range(200_000), pa.int64())}).to_batches(max_chunksize=10_000))
     with node.connect() as conn, conn.cursor() as cur:
         assert cur.adbc_ingest("big", data, mode="create") == 200_000
+        deadline = time.monotonic() + 30
+        while "skein_flushes_total 0" in node.http_get("/metrics"):
+            assert time.monotonic() < deadline, "no flush at the row threshold"
+            time.sleep(0.05)
+        want = [{"n": 200_000, "s": sum(range(200_000)), "d": 200_000}]
+        sql = "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT v) AS d FROM big"
+        assert query(conn, sql).to_pylist() == want
         node.flush()
-        got = query(conn, "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT v) AS d FROM big").to_pylist()
-        assert got == [{"n": 200_000, "s": sum(range(200_000)), "d": 200_000}]
-    files = list((node.data_dir / "objects").rglob("*.parquet"))
-    assert len(files) >= 2, files
+        assert query(conn, sql).to_pylist() == want
+    assert len(list((node.data_dir / "objects").rglob("*.parquet"))) >= 2
