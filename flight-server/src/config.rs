@@ -31,7 +31,11 @@ pub struct FlushConfig {
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "skein-server", version, about = "skein: an Arrow Flight SQL node on DuckDB")]
+#[command(
+    name = "skein-server",
+    version,
+    about = "skein: an Arrow Flight SQL node on DuckDB"
+)]
 pub struct Config {
     /// Address of the Flight SQL (gRPC) endpoint. Port 0 picks a free port.
     #[arg(long, env = "SKEIN_LISTEN", default_value = "127.0.0.1:32010")]

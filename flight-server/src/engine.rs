@@ -52,8 +52,14 @@ impl Engine {
         let mut setup = vec![
             "SET autoinstall_known_extensions = false".to_string(),
             "SET autoload_known_extensions = false".to_string(),
-            format!("SET allowed_directories = [{}]", literal(&format!("{}/", dir.display()))),
-            format!("SET temp_directory = {}", literal(&format!("{}/duckdb-tmp", dir.display()))),
+            format!(
+                "SET allowed_directories = [{}]",
+                literal(&format!("{}/", dir.display()))
+            ),
+            format!(
+                "SET temp_directory = {}",
+                literal(&format!("{}/duckdb-tmp", dir.display()))
+            ),
             "SET enable_external_access = false".to_string(),
             format!("CREATE SCHEMA IF NOT EXISTS {BUFFER_SCHEMA}"),
         ];
@@ -150,7 +156,8 @@ pub fn parameter_types(conn: &Connection, sql: &str) -> Result<Vec<Option<String
 /// For SQL that `sqlparser` could not read: lets it run only if DuckDB's parser sees exactly one
 /// SELECT-like statement; otherwise returns DuckDB's parser error or says it is not a query.
 pub fn ensure_select(conn: &Connection, sql: &str) -> Result<()> {
-    let json: String = conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?;
+    let json: String =
+        conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?;
     let v: serde_json::Value = serde_json::from_str(&json)
         .map_err(|e| Error::Internal(format!("reading DuckDB's parse of the statement: {e}")))?;
     if v.get("error").and_then(|e| e.as_bool()) == Some(true) {
@@ -166,10 +173,19 @@ pub fn ensure_select(conn: &Connection, sql: &str) -> Result<()> {
                     .into(),
             ));
         }
-        let kind = v.get("error_type").and_then(|m| m.as_str()).unwrap_or("parser");
-        return Err(Error::Engine(format!("{} Error: {message}", capitalise(kind))));
+        let kind = v
+            .get("error_type")
+            .and_then(|m| m.as_str())
+            .unwrap_or("parser");
+        return Err(Error::Engine(format!(
+            "{} Error: {message}",
+            capitalise(kind)
+        )));
     }
-    let count = v.get("statements").and_then(|s| s.as_array()).map_or(0, |s| s.len());
+    let count = v
+        .get("statements")
+        .and_then(|s| s.as_array())
+        .map_or(0, |s| s.len());
     if count != 1 {
         return Err(Error::InvalidArgument(format!(
             "send one SQL statement per request (got {count})"

@@ -76,9 +76,19 @@ impl From<tokio::task::JoinError> for Error {
 fn engine_code(message: &str) -> Code {
     let class = message.split(" Error:").next().unwrap_or("");
     match class {
-        "Parser" | "Binder" | "Conversion" | "Invalid Input" | "Constraint" | "Syntax"
-        | "Invalid type" | "Out of Range" | "Not implemented" | "Permission" | "Mismatch Type"
-        | "Invalid Configuration" | "Invalid" => Code::InvalidArgument,
+        "Parser"
+        | "Binder"
+        | "Conversion"
+        | "Invalid Input"
+        | "Constraint"
+        | "Syntax"
+        | "Invalid type"
+        | "Out of Range"
+        | "Not implemented"
+        | "Permission"
+        | "Mismatch Type"
+        | "Invalid Configuration"
+        | "Invalid" => Code::InvalidArgument,
         "Catalog" if message.contains("does not exist") => Code::NotFound,
         "Catalog" => Code::InvalidArgument,
         "INTERRUPT" => Code::Cancelled,
@@ -117,10 +127,22 @@ mod tests {
 
     #[test]
     fn duckdb_error_classes_map_to_codes() {
-        assert_eq!(engine_code("Parser Error: syntax error at or near \"SELEC\""), Code::InvalidArgument);
-        assert_eq!(engine_code("Catalog Error: Table with name nope does not exist!"), Code::NotFound);
-        assert_eq!(engine_code("Binder Error: Referenced column \"x\" not found"), Code::InvalidArgument);
-        assert_eq!(engine_code("INTERRUPT Error: Interrupted!"), Code::Cancelled);
+        assert_eq!(
+            engine_code("Parser Error: syntax error at or near \"SELEC\""),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            engine_code("Catalog Error: Table with name nope does not exist!"),
+            Code::NotFound
+        );
+        assert_eq!(
+            engine_code("Binder Error: Referenced column \"x\" not found"),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            engine_code("INTERRUPT Error: Interrupted!"),
+            Code::Cancelled
+        );
         assert_eq!(engine_code("something odd"), Code::Internal);
     }
 }

@@ -2,20 +2,24 @@
 
 use anyhow::Context;
 use clap::Parser;
-use skein_server::config::{Config, LogFormat};
 use skein_server::Server;
+use skein_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let filter = EnvFilter::try_from_env("SKEIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let server = Server::bind(config.clone()).await.context("starting skein-server")?;
+    let server = Server::bind(config.clone())
+        .await
+        .context("starting skein-server")?;
     let (flight, http) = (server.flight_addr()?, server.http_addr()?);
     tracing::info!(
         flight_addr = %flight,

@@ -36,7 +36,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("skein".into()), None).unwrap_or_default();
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Flight RPCs answered, by method and status"),
+            Opts::new(
+                "requests_total",
+                "Flight RPCs answered, by method and status",
+            ),
             &["method", "code"],
         )
         .unwrap_or_else(|_| unreachable_metric());

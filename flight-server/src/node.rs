@@ -68,7 +68,9 @@ pub struct Node {
 }
 
 /// Runs blocking work (DuckDB, file I/O) off the async workers.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -87,7 +89,8 @@ impl Node {
         };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
         // Absolute, so that DuckDB's allowed-directories check and stored paths agree.
-        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
+        let data_dir =
+            std::fs::canonicalize(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
         let tmp_dir = data_dir.join("tmp");
         for dir in [&tmp_dir, &data_dir.join("duckdb-tmp")] {
             std::fs::create_dir_all(dir).map_err(|e| dir_error(dir, e))?;
@@ -99,7 +102,8 @@ impl Node {
             }
         }
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(data_dir.join("objects"))?);
-        let catalog = Catalog::open(Arc::new(LocalCatalog::new(data_dir.join("catalog.json")))).await?;
+        let catalog =
+            Catalog::open(Arc::new(LocalCatalog::new(data_dir.join("catalog.json")))).await?;
         let threads = config.query_threads;
         let engine = {
             let dir = data_dir.clone();
@@ -266,7 +270,10 @@ impl Node {
             })
             .await?;
         self.tables.write().remove(&rt.id);
-        let view_name = removed.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| rt.name.clone());
+        let view_name = removed
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| rt.name.clone());
         let drop_rt = Arc::clone(&rt);
         blocking(move || drop_rt.drop_all(&view_name)).await?;
         if let Some(meta) = removed {
@@ -360,7 +367,9 @@ impl Node {
         self.metrics.buffer_rows.add(rows as i64);
         self.metrics.buffer_bytes.add(bytes as i64);
         let level = rt.level();
-        if level.rows >= self.config.flush.flush_rows || level.bytes >= self.config.flush.flush_bytes {
+        if level.rows >= self.config.flush.flush_rows
+            || level.bytes >= self.config.flush.flush_bytes
+        {
             self.flush_wakeup.notify_one();
         }
         Ok(rows)
@@ -385,11 +394,14 @@ impl Node {
         };
         let paths = self.paths(&meta)?;
         let (begin_rt, begin_meta) = (Arc::clone(rt), meta.clone());
-        let Some(generation) = blocking(move || begin_rt.begin_flush(&begin_meta, &paths)).await? else {
+        let Some(generation) = blocking(move || begin_rt.begin_flush(&begin_meta, &paths)).await?
+        else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
-        let tmp = self.tmp_dir.join(format!("{}.parquet", uuid::Uuid::new_v4()));
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.parquet", uuid::Uuid::new_v4()));
         let (write_rt, write_tmp) = (Arc::clone(rt), tmp.clone());
         let written = blocking(move || {
             let rows = write_rt.write_parquet(generation, &write_tmp)?;
@@ -491,12 +503,16 @@ fn validate_table(name: &str, columns: &[ColumnMeta]) -> Result<()> {
         return Err(Error::InvalidArgument("table name is empty".into()));
     }
     if columns.is_empty() {
-        return Err(Error::InvalidArgument(format!("table {name:?} needs at least one column")));
+        return Err(Error::InvalidArgument(format!(
+            "table {name:?} needs at least one column"
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     for c in columns {
         if c.name.is_empty() {
-            return Err(Error::InvalidArgument(format!("table {name:?} has a column without a name")));
+            return Err(Error::InvalidArgument(format!(
+                "table {name:?} has a column without a name"
+            )));
         }
         if !seen.insert(c.name.to_lowercase()) {
             return Err(Error::InvalidArgument(format!(

@@ -2,8 +2,8 @@
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, DecimalType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type,
-    Int32Type, Int64Type, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
+    DataType, Date32Type, Decimal128Type, DecimalType, Float32Type, Float64Type, Int8Type,
+    Int16Type, Int32Type, Int64Type, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
@@ -49,9 +49,15 @@ pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
                 b.columns()
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| value(c.as_ref(), row).map_err(|e| {
-                        Error::InvalidArgument(format!("parameter {} ({:?}): {e}", i + 1, b.schema().field(i).name()))
-                    }))
+                    .map(|(i, c)| {
+                        value(c.as_ref(), row).map_err(|e| {
+                            Error::InvalidArgument(format!(
+                                "parameter {} ({:?}): {e}",
+                                i + 1,
+                                b.schema().field(i).name()
+                            ))
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?,
             );
         }
@@ -82,17 +88,31 @@ fn value(a: &dyn Array, i: usize) -> std::result::Result<Value, String> {
         DataType::Binary => Value::Blob(a.as_binary::<i32>().value(i).to_vec()),
         DataType::LargeBinary => Value::Blob(a.as_binary::<i64>().value(i).to_vec()),
         DataType::Date32 => Value::Date32(a.as_primitive::<Date32Type>().value(i)),
-        DataType::Time64(TimeUnit::Microsecond) => {
-            Value::Time64(DuckUnit::Microsecond, a.as_primitive::<Time64MicrosecondType>().value(i))
-        }
-        DataType::Time64(TimeUnit::Nanosecond) => {
-            Value::Time64(DuckUnit::Nanosecond, a.as_primitive::<Time64NanosecondType>().value(i))
-        }
+        DataType::Time64(TimeUnit::Microsecond) => Value::Time64(
+            DuckUnit::Microsecond,
+            a.as_primitive::<Time64MicrosecondType>().value(i),
+        ),
+        DataType::Time64(TimeUnit::Nanosecond) => Value::Time64(
+            DuckUnit::Nanosecond,
+            a.as_primitive::<Time64NanosecondType>().value(i),
+        ),
         DataType::Timestamp(unit, _) => match unit {
-            TimeUnit::Second => Value::Timestamp(DuckUnit::Second, a.as_primitive::<TimestampSecondType>().value(i)),
-            TimeUnit::Millisecond => Value::Timestamp(DuckUnit::Millisecond, a.as_primitive::<TimestampMillisecondType>().value(i)),
-            TimeUnit::Microsecond => Value::Timestamp(DuckUnit::Microsecond, a.as_primitive::<TimestampMicrosecondType>().value(i)),
-            TimeUnit::Nanosecond => Value::Timestamp(DuckUnit::Nanosecond, a.as_primitive::<TimestampNanosecondType>().value(i)),
+            TimeUnit::Second => Value::Timestamp(
+                DuckUnit::Second,
+                a.as_primitive::<TimestampSecondType>().value(i),
+            ),
+            TimeUnit::Millisecond => Value::Timestamp(
+                DuckUnit::Millisecond,
+                a.as_primitive::<TimestampMillisecondType>().value(i),
+            ),
+            TimeUnit::Microsecond => Value::Timestamp(
+                DuckUnit::Microsecond,
+                a.as_primitive::<TimestampMicrosecondType>().value(i),
+            ),
+            TimeUnit::Nanosecond => Value::Timestamp(
+                DuckUnit::Nanosecond,
+                a.as_primitive::<TimestampNanosecondType>().value(i),
+            ),
         },
         DataType::Decimal128(_, scale) => {
             // Bound as text so that DuckDB parses it exactly at the parameter's type.
@@ -112,7 +132,10 @@ mod tests {
     #[test]
     fn ipc_round_trip_and_rows() {
         let batch = RecordBatch::try_from_iter([
-            ("a", Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef),
+            (
+                "a",
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            ),
             ("b", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef),
         ])
         .expect("batch");

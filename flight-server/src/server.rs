@@ -41,12 +41,16 @@ impl Server {
 
     /// Address of the Flight SQL endpoint.
     pub fn flight_addr(&self) -> Result<SocketAddr> {
-        self.flight.local_addr().map_err(|e| Error::Internal(e.to_string()))
+        self.flight
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// Address of the HTTP endpoint.
     pub fn http_addr(&self) -> Result<SocketAddr> {
-        self.http.local_addr().map_err(|e| Error::Internal(e.to_string()))
+        self.http
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The node behind the server.

@@ -85,7 +85,8 @@ impl FlightSqlService for SkeinService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = query::statement_info(&self.node, &query.query, Vec::new(), request.into_inner()).await;
+        let r =
+            query::statement_info(&self.node, &query.query, Vec::new(), request.into_inner()).await;
         answer(&self.node, "GetFlightInfo.Statement", r).map(Response::new)
     }
 
@@ -94,7 +95,12 @@ impl FlightSqlService for SkeinService {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = prepared::flight_info(&self.node, &cmd.prepared_statement_handle, request.into_inner()).await;
+        let r = prepared::flight_info(
+            &self.node,
+            &cmd.prepared_statement_handle,
+            request.into_inner(),
+        )
+        .await;
         answer(&self.node, "GetFlightInfo.PreparedStatement", r).map(Response::new)
     }
 
@@ -103,7 +109,7 @@ impl FlightSqlService for SkeinService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = catalog::info(&query, query.clone().into_builder().schema(), request.into_inner());
+        let r = catalog::info(&query, query.into_builder().schema(), request.into_inner());
         answer(&self.node, "GetFlightInfo.Catalogs", r).map(Response::new)
     }
 
@@ -112,7 +118,11 @@ impl FlightSqlService for SkeinService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = catalog::info(&query, query.clone().into_builder().schema(), request.into_inner());
+        let r = catalog::info(
+            &query,
+            query.clone().into_builder().schema(),
+            request.into_inner(),
+        );
         answer(&self.node, "GetFlightInfo.Schemas", r).map(Response::new)
     }
 
@@ -121,7 +131,11 @@ impl FlightSqlService for SkeinService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = catalog::info(&query, query.clone().into_builder().schema(), request.into_inner());
+        let r = catalog::info(
+            &query,
+            query.clone().into_builder().schema(),
+            request.into_inner(),
+        );
         answer(&self.node, "GetFlightInfo.Tables", r).map(Response::new)
     }
 
@@ -331,7 +345,12 @@ impl FlightSqlService for SkeinService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let r = prepared::bind(&self.node, query.prepared_statement_handle, request.into_inner()).await;
+        let r = prepared::bind(
+            &self.node,
+            query.prepared_statement_handle,
+            request.into_inner(),
+        )
+        .await;
         answer(&self.node, "DoPut.PreparedStatementQuery", r)
     }
 
@@ -340,7 +359,12 @@ impl FlightSqlService for SkeinService {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let r = prepared::update(&self.node, &query.prepared_statement_handle, request.into_inner()).await;
+        let r = prepared::update(
+            &self.node,
+            &query.prepared_statement_handle,
+            request.into_inner(),
+        )
+        .await;
         answer(&self.node, "DoPut.PreparedStatementUpdate", r)
     }
 
@@ -366,7 +390,11 @@ impl FlightSqlService for SkeinService {
                 "the first DoPut message has no flight descriptor: it must name the table or carry a Flight SQL command"
             }
         };
-        answer(&self.node, "DoPut", Err(crate::error::Error::InvalidArgument(message.into())))
+        answer(
+            &self.node,
+            "DoPut",
+            Err(crate::error::Error::InvalidArgument(message.into())),
+        )
     }
 
     async fn do_action_create_prepared_statement(
@@ -412,4 +440,5 @@ impl FlightSqlService for SkeinService {
 }
 
 /// Stream type of `DoGet` responses built by the modules.
-pub(crate) type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+pub(crate) type FlightDataStream =
+    Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;

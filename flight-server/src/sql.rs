@@ -193,7 +193,10 @@ mod tests {
     #[test]
     fn classifies_statements() {
         assert!(matches!(plan("SELECT 1", "db"), Ok(Plan::Query)));
-        assert!(matches!(plan("with x as (select 1) select * from x;", "db"), Ok(Plan::Query)));
+        assert!(matches!(
+            plan("with x as (select 1) select * from x;", "db"),
+            Ok(Plan::Query)
+        ));
         assert!(matches!(
             plan("CREATE TABLE IF NOT EXISTS main.t (a INT)", "db"),
             Ok(Plan::CreateTable { table, if_not_exists: true, query: None, .. }) if table == "t"
@@ -206,19 +209,44 @@ mod tests {
             plan("DROP TABLE IF EXISTS a, db.main.b", "db"),
             Ok(Plan::DropTable { tables, if_exists: true }) if tables == ["a", "b"]
         ));
-        assert!(matches!(plan("ALTER TABLE t ADD COLUMN c INT", "db"), Ok(Plan::AddColumns { .. })));
-        assert!(matches!(plan("ALTER TABLE t DROP COLUMN c", "db"), Err(Error::Unsupported(_))));
-        assert!(matches!(plan("COPY t TO '/tmp/x.csv'", "db"), Err(Error::Unsupported(_))));
-        assert!(matches!(plan("SELECT 1; SELECT 2", "db"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            plan("ALTER TABLE t ADD COLUMN c INT", "db"),
+            Ok(Plan::AddColumns { .. })
+        ));
+        assert!(matches!(
+            plan("ALTER TABLE t DROP COLUMN c", "db"),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            plan("COPY t TO '/tmp/x.csv'", "db"),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            plan("SELECT 1; SELECT 2", "db"),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(matches!(plan("  ;", "db"), Err(Error::InvalidArgument(_))));
-        assert!(matches!(plan("SELECT * FROM other.t", "db"), Ok(Plan::Query)));
-        assert!(matches!(plan("INSERT INTO other.t VALUES (1)", "db"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            plan("SELECT * FROM other.t", "db"),
+            Ok(Plan::Query)
+        ));
+        assert!(matches!(
+            plan("INSERT INTO other.t VALUES (1)", "db"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn insert_is_retargeted() {
-        let p = plan("INSERT INTO t (a, b) SELECT x, y FROM src WHERE x > ?", "db").expect("plan");
+        let p = plan(
+            "INSERT INTO t (a, b) SELECT x, y FROM src WHERE x > ?",
+            "db",
+        )
+        .expect("plan");
         let sql = p.insert_into(&["temp", "stage_1"]).expect("insert");
-        assert_eq!(sql, "INSERT INTO \"temp\".\"stage_1\" (a, b) SELECT x, y FROM src WHERE x > ?");
+        assert_eq!(
+            sql,
+            "INSERT INTO \"temp\".\"stage_1\" (a, b) SELECT x, y FROM src WHERE x > ?"
+        );
     }
 }

@@ -91,7 +91,11 @@ fn stage_name() -> String {
 impl Node {
     /// Runs a statement that is not a query, with optional parameter batches; returns the
     /// number of rows it added (0 for DDL).
-    pub async fn execute_update(self: &Arc<Self>, sql: &str, parameters: Vec<RecordBatch>) -> Result<i64> {
+    pub async fn execute_update(
+        self: &Arc<Self>,
+        sql: &str,
+        parameters: Vec<RecordBatch>,
+    ) -> Result<i64> {
         let plan = plan(sql, self.engine.catalog_name())?;
         let rows = params::rows(&parameters)?;
         match plan {

@@ -159,11 +159,17 @@ impl TableRuntime {
         transaction(
             &conn,
             &[
-                format!("CREATE OR REPLACE TABLE {} ({defs})", buffer_table(meta.id, generation)),
+                format!(
+                    "CREATE OR REPLACE TABLE {} ({defs})",
+                    buffer_table(meta.id, generation)
+                ),
                 view_sql(meta, paths, &[generation]),
             ],
         )?;
-        let schema = result_schema(&conn, &format!("SELECT * FROM {}", buffer_table(meta.id, generation)))?;
+        let schema = result_schema(
+            &conn,
+            &format!("SELECT * FROM {}", buffer_table(meta.id, generation)),
+        )?;
         Ok(Self {
             id: meta.id,
             name: meta.name.clone(),
@@ -273,7 +279,12 @@ impl TableRuntime {
     /// and the flushed generation is dropped, in one transaction.
     pub fn finish_flush(&self, generation: u64, meta: &TableMeta, paths: &[String]) -> Result<()> {
         let mut buf = self.buffer.lock();
-        let mut remaining: Vec<u64> = buf.flushing.iter().copied().filter(|g| *g != generation).collect();
+        let mut remaining: Vec<u64> = buf
+            .flushing
+            .iter()
+            .copied()
+            .filter(|g| *g != generation)
+            .collect();
         remaining.push(buf.active);
         transaction(
             &buf.conn,
@@ -287,7 +298,12 @@ impl TableRuntime {
     }
 
     /// Adds columns (already in `meta`) to every generation and to the view.
-    pub fn add_columns(&self, added: &[ColumnMeta], meta: &TableMeta, paths: &[String]) -> Result<()> {
+    pub fn add_columns(
+        &self,
+        added: &[ColumnMeta],
+        meta: &TableMeta,
+        paths: &[String],
+    ) -> Result<()> {
         let buf = self.buffer.lock();
         let mut generations = buf.flushing.clone();
         generations.push(buf.active);
@@ -318,7 +334,10 @@ impl TableRuntime {
         let mut buf = self.buffer.lock();
         let mut statements = vec![format!("DROP VIEW IF EXISTS main.{}", ident(name_in_view))];
         for g in buf.flushing.iter().chain(std::iter::once(&buf.active)) {
-            statements.push(format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, *g)));
+            statements.push(format!(
+                "DROP TABLE IF EXISTS {}",
+                buffer_table(self.id, *g)
+            ));
         }
         transaction(&buf.conn, &statements)?;
         buf.dropped = true;

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, LargeListArray, ListArray, RecordBatch, StructArray, make_array, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, LargeListArray, ListArray, RecordBatch, StructArray, make_array,
+    new_null_array,
+};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
@@ -92,14 +95,18 @@ fn family(t: &DataType) -> Family {
     match t {
         Boolean => Family::Bool,
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
-        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => Family::Number,
+        | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
+            Family::Number
+        }
         Utf8 | LargeUtf8 | Utf8View => Family::Text,
         Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => Family::Bytes,
         Date32 | Date64 => Family::Date,
         Time32(_) | Time64(_) => Family::Time,
         Timestamp(..) => Family::Timestamp,
         Interval(_) | Duration(_) => Family::Interval,
-        List(_) | LargeList(_) | ListView(_) | FixedSizeList(..) | Struct(_) | Map(..) => Family::Nested,
+        List(_) | LargeList(_) | ListView(_) | FixedSizeList(..) | Struct(_) | Map(..) => {
+            Family::Nested
+        }
         Dictionary(_, v) => family(v),
         _ => Family::Other,
     }
@@ -116,7 +123,8 @@ fn storable(from: &DataType, to: &DataType) -> bool {
     }
     let (ff, tf) = (family(from), family(to));
     // Floats do not go into integer or decimal columns: that would silently round.
-    ff == tf && ff != Family::Other && !(is_float(from) && !is_float(to)) && can_cast_types(from, to)
+    let rounds = is_float(from) && !is_float(to);
+    ff == tf && ff != Family::Other && !rounds && can_cast_types(from, to)
 }
 
 /// Fits `batch` to a table whose columns are `target` (matched by name, ignoring case):
@@ -134,7 +142,10 @@ pub fn conform(
     };
     let source = batch.schema();
     for f in source.fields() {
-        let known = target.fields().iter().any(|t| t.name().eq_ignore_ascii_case(f.name()));
+        let known = target
+            .fields()
+            .iter()
+            .any(|t| t.name().eq_ignore_ascii_case(f.name()));
         if !known {
             return Err(mismatch(format!(
                 "column {:?} does not exist in the table (add it first with ALTER TABLE … ADD COLUMN)",
@@ -152,7 +163,12 @@ pub fn conform(
             .fields()
             .iter()
             .position(|f| f.name() == t.name())
-            .or_else(|| source.fields().iter().position(|f| f.name().eq_ignore_ascii_case(t.name())));
+            .or_else(|| {
+                source
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(t.name()))
+            });
         let column = match found {
             None if not_null(t.name()) => {
                 return Err(mismatch(format!(
@@ -174,9 +190,8 @@ pub fn conform(
                 let array = if array.data_type() == t.data_type() {
                     Arc::clone(array)
                 } else {
-                    cast_with_options(array, t.data_type(), &options).map_err(|e| {
-                        mismatch(format!("column {:?}: {e}", t.name()))
-                    })?
+                    cast_with_options(array, t.data_type(), &options)
+                        .map_err(|e| mismatch(format!("column {:?}: {e}", t.name())))?
                 };
                 if array.null_count() > 0 && not_null(t.name()) {
                     return Err(mismatch(format!(
@@ -216,17 +231,31 @@ fn push_down_nulls(array: ArrayRef) -> Result<ArrayRef> {
                 };
                 children.push(push_down_nulls(child)?);
             }
-            Ok(Arc::new(StructArray::try_new(fields.clone(), children, s.nulls().cloned())?))
+            Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?))
         }
         DataType::List(field) => {
             let l = array.as_list::<i32>();
             let values = push_down_nulls(Arc::clone(l.values()))?;
-            Ok(Arc::new(ListArray::try_new(Arc::clone(field), l.offsets().clone(), values, l.nulls().cloned())?))
+            Ok(Arc::new(ListArray::try_new(
+                Arc::clone(field),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
         }
         DataType::LargeList(field) => {
             let l = array.as_list::<i64>();
             let values = push_down_nulls(Arc::clone(l.values()))?;
-            Ok(Arc::new(LargeListArray::try_new(Arc::clone(field), l.offsets().clone(), values, l.nulls().cloned())?))
+            Ok(Arc::new(LargeListArray::try_new(
+                Arc::clone(field),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
         }
         _ => Ok(array),
     }
@@ -254,7 +283,11 @@ mod tests {
         .expect("batch");
         let out = conform("t", &batch, &target(), &|_| false).expect("fits");
         assert_eq!(out.schema(), target());
-        let ids = out.column(0).as_any().downcast_ref::<Int64Array>().expect("i64");
+        let ids = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64");
         assert_eq!(ids.values(), &[1, 2]);
         assert_eq!(out.column(1).null_count(), 2);
     }
@@ -311,11 +344,7 @@ mod tests {
     fn duckdb_types_of_nested_fields() {
         let list = Field::new_list("l", Field::new("item", DataType::Int32, true), true);
         assert_eq!(duckdb_type(&list).expect("list"), "INTEGER[]");
-        let st = Field::new_struct(
-            "s",
-            vec![Field::new("a b", DataType::Utf8, true)],
-            true,
-        );
+        let st = Field::new_struct("s", vec![Field::new("a b", DataType::Utf8, true)], true);
         assert_eq!(duckdb_type(&st).expect("struct"), "STRUCT(\"a b\" VARCHAR)");
         assert!(duckdb_type(&Field::new("n", DataType::Null, true)).is_err());
     }

@@ -23,7 +23,9 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::bind(Config::test_config(dir.path())).await.expect("bind");
+        let server = Server::bind(Config::test_config(dir.path()))
+            .await
+            .expect("bind");
         let addr = server.flight_addr().expect("addr");
         let node = server.node();
         let served = tokio::spawn(async move {
@@ -34,7 +36,12 @@ impl Fixture {
             .connect()
             .await
             .expect("connect");
-        Self { _dir: dir, channel, node, served }
+        Self {
+            _dir: dir,
+            channel,
+            node,
+            served,
+        }
     }
 
     async fn stop(self) {
@@ -44,9 +51,18 @@ impl Fixture {
 
     async fn count(&self, sql: &str) -> i64 {
         let mut client = FlightSqlServiceClient::new(self.channel.clone());
-        let info = client.execute(sql.to_string(), None).await.expect("execute");
+        let info = client
+            .execute(sql.to_string(), None)
+            .await
+            .expect("execute");
         let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        let batches: Vec<RecordBatch> = client.do_get(ticket).await.expect("do_get").try_collect().await.expect("batches");
+        let batches: Vec<RecordBatch> = client
+            .do_get(ticket)
+            .await
+            .expect("do_get")
+            .try_collect()
+            .await
+            .expect("batches");
         batches[0]
             .column(0)
             .as_any()
@@ -57,7 +73,8 @@ impl Fixture {
 }
 
 fn batch_of(ids: Vec<i64>) -> RecordBatch {
-    RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(ids)) as ArrayRef)]).expect("batch")
+    RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(ids)) as ArrayRef)])
+        .expect("batch")
 }
 
 async fn encode(batch: RecordBatch, descriptor: Option<FlightDescriptor>) -> Vec<FlightData> {
@@ -73,12 +90,18 @@ async fn encode(batch: RecordBatch, descriptor: Option<FlightDescriptor>) -> Vec
 async fn empty_and_descriptorless_puts_are_refused() {
     let f = Fixture::start().await;
     let mut client = FlightServiceClient::new(f.channel.clone());
-    let err = client.do_put(futures::stream::iter(Vec::<FlightData>::new())).await.expect_err("empty");
+    let err = client
+        .do_put(futures::stream::iter(Vec::<FlightData>::new()))
+        .await
+        .expect_err("empty");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("empty"), "{err}");
 
     let no_descriptor = encode(batch_of(vec![1]), None).await;
-    let err = client.do_put(futures::stream::iter(no_descriptor)).await.expect_err("no descriptor");
+    let err = client
+        .do_put(futures::stream::iter(no_descriptor))
+        .await
+        .expect_err("no descriptor");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("descriptor"), "{err}");
     f.stop().await;
@@ -88,11 +111,21 @@ async fn empty_and_descriptorless_puts_are_refused() {
 async fn schema_change_mid_stream_keeps_earlier_rows() {
     let f = Fixture::start().await;
     let mut client = FlightServiceClient::new(f.channel.clone());
-    let mut messages = encode(batch_of(vec![1, 2, 3]), Some(FlightDescriptor::new_path(vec!["t".into()]))).await;
-    let other = RecordBatch::try_from_iter([("name", Arc::new(StringArray::from(vec!["x"])) as ArrayRef)]).expect("batch");
+    let mut messages = encode(
+        batch_of(vec![1, 2, 3]),
+        Some(FlightDescriptor::new_path(vec!["t".into()])),
+    )
+    .await;
+    let other =
+        RecordBatch::try_from_iter([("name", Arc::new(StringArray::from(vec!["x"])) as ArrayRef)])
+            .expect("batch");
     messages.extend(encode(other, None).await);
     let outcome = match client.do_put(futures::stream::iter(messages)).await {
-        Ok(response) => response.into_inner().try_collect::<Vec<_>>().await.map(|_| ()),
+        Ok(response) => response
+            .into_inner()
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ()),
         Err(status) => Err(status),
     };
     let err = outcome.expect_err("schema change");

@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
-use arrow_flight::sql::{ActionCancelQueryRequest, ActionCancelQueryResult, Any, TicketStatementQuery};
-use arrow_flight::{Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, Any, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
+};
 use bytes::Bytes;
 use prost::Message;
 
@@ -38,9 +42,15 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
 fn cancel_info(node: &Node, info: &FlightInfo) -> bool {
     let mut any = false;
     for endpoint in &info.endpoint {
-        let Some(ticket) = &endpoint.ticket else { continue };
-        let Ok(any_msg) = Any::decode(ticket.ticket.as_ref()) else { continue };
-        let Ok(Some(stmt)) = any_msg.unpack::<TicketStatementQuery>() else { continue };
+        let Some(ticket) = &endpoint.ticket else {
+            continue;
+        };
+        let Ok(any_msg) = Any::decode(ticket.ticket.as_ref()) else {
+            continue;
+        };
+        let Ok(Some(stmt)) = any_msg.unpack::<TicketStatementQuery>() else {
+            continue;
+        };
         if let Ok(t) = StatementTicket::decode(&stmt.statement_handle) {
             any |= node.queries.cancel(&t.query_id);
         }
@@ -49,37 +59,58 @@ fn cancel_info(node: &Node, info: &FlightInfo) -> bool {
 }
 
 fn decode_info(bytes: &[u8]) -> Result<FlightInfo> {
-    FlightInfo::decode(bytes).map_err(|e| Error::InvalidArgument(format!("malformed FlightInfo in cancel request: {e}")))
+    FlightInfo::decode(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("malformed FlightInfo in cancel request: {e}")))
 }
 
-pub(crate) fn cancel_query(node: &Node, request: ActionCancelQueryRequest) -> Result<ActionCancelQueryResult> {
+pub(crate) fn cancel_query(
+    node: &Node,
+    request: ActionCancelQueryRequest,
+) -> Result<ActionCancelQueryResult> {
     let info = decode_info(&request.info)?;
     // `CancelResult` values of the Flight SQL protocol (the enum is not exported by arrow-flight).
     const CANCELLED: i32 = 1;
     const NOT_CANCELLABLE: i32 = 3;
-    let result = if cancel_info(node, &info) { CANCELLED } else { NOT_CANCELLABLE };
+    let result = if cancel_info(node, &info) {
+        CANCELLED
+    } else {
+        NOT_CANCELLABLE
+    };
     Ok(ActionCancelQueryResult { result })
 }
 
 fn single(body: Bytes) -> DoActionStream {
-    Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result { body })]))
+    Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result {
+        body,
+    })]))
 }
 
 pub(crate) async fn fallback(node: &Arc<Node>, action: Action) -> Result<DoActionStream> {
     match action.r#type.as_str() {
         CANCEL_FLIGHT_INFO => {
-            let request = CancelFlightInfoRequest::decode(action.body.as_ref())
-                .map_err(|e| Error::InvalidArgument(format!("malformed CancelFlightInfoRequest: {e}")))?;
-            let info = request
-                .info
-                .ok_or_else(|| Error::InvalidArgument("CancelFlightInfoRequest without a FlightInfo".into()))?;
-            let status = if cancel_info(node, &info) { CancelStatus::Cancelled } else { CancelStatus::NotCancellable };
-            let result = CancelFlightInfoResult { status: status as i32 };
+            let request = CancelFlightInfoRequest::decode(action.body.as_ref()).map_err(|e| {
+                Error::InvalidArgument(format!("malformed CancelFlightInfoRequest: {e}"))
+            })?;
+            let info = request.info.ok_or_else(|| {
+                Error::InvalidArgument("CancelFlightInfoRequest without a FlightInfo".into())
+            })?;
+            let status = if cancel_info(node, &info) {
+                CancelStatus::Cancelled
+            } else {
+                CancelStatus::NotCancellable
+            };
+            let result = CancelFlightInfoResult {
+                status: status as i32,
+            };
             Ok(single(result.encode_to_vec().into()))
         }
         FLUSH => {
             let table = std::str::from_utf8(&action.body)
-                .map_err(|_| Error::InvalidArgument("the flush action's body must be a UTF-8 table name".into()))?
+                .map_err(|_| {
+                    Error::InvalidArgument(
+                        "the flush action's body must be a UTF-8 table name".into(),
+                    )
+                })?
                 .trim()
                 .to_string();
             let only = (!table.is_empty()).then_some(table.as_str());

@@ -49,7 +49,11 @@ impl Statics {
 const SCHEMA: &str = "main";
 
 /// `FlightInfo` of a catalog command: the command itself is the ticket.
-pub(crate) fn info<M: ProstMessageExt>(cmd: &M, schema: SchemaRef, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+pub(crate) fn info<M: ProstMessageExt>(
+    cmd: &M,
+    schema: SchemaRef,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
     let ticket = Ticket::new(cmd.as_any().encode_to_vec());
     Ok(FlightInfo::new()
         .try_with_schema(&schema)?
@@ -58,7 +62,10 @@ pub(crate) fn info<M: ProstMessageExt>(cmd: &M, schema: SchemaRef, descriptor: F
 }
 
 fn one(batch: RecordBatch) -> FlightDataStream {
-    encode(batch.schema(), futures::stream::iter(vec![Ok(batch)]).boxed())
+    encode(
+        batch.schema(),
+        futures::stream::iter(vec![Ok(batch)]).boxed(),
+    )
 }
 
 pub(crate) fn catalogs(node: &Node, query: CommandGetCatalogs) -> Result<FlightDataStream> {
@@ -103,7 +110,10 @@ pub(crate) fn sql_info(statics: &Statics, query: CommandGetSqlInfo) -> Result<Fl
     Ok(one(batch))
 }
 
-pub(crate) fn xdbc_type_info(statics: &Statics, query: CommandGetXdbcTypeInfo) -> Result<FlightDataStream> {
+pub(crate) fn xdbc_type_info(
+    statics: &Statics,
+    query: CommandGetXdbcTypeInfo,
+) -> Result<FlightDataStream> {
     let batch = query.into_builder(&statics.xdbc).build()?;
     Ok(one(batch))
 }
@@ -175,7 +185,10 @@ fn sql_info_data() -> SqlInfoData {
         SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
     );
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
-    b.append(SqlInfo::SqlNullOrdering, SqlNullOrdering::SqlNullsSortedAtEnd as i32);
+    b.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedAtEnd as i32,
+    );
     b.append(SqlInfo::SqlSearchStringEscape, "\\");
     b.append(SqlInfo::SqlSupportsColumnAliasing, true);
     b.append(SqlInfo::SqlNullPlusNullIsNull, true);
@@ -195,7 +208,8 @@ fn sql_info_data() -> SqlInfoData {
     b.append(SqlInfo::SqlMaxColumnNameLength, 0i64);
     b.append(SqlInfo::SqlMaxTableNameLength, 0i64);
     b.append(SqlInfo::SqlMaxStatementLength, 0i64);
-    b.build().unwrap_or_else(|e| panic!("static SQL info is invalid: {e}"))
+    b.build()
+        .unwrap_or_else(|e| panic!("static SQL info is invalid: {e}"))
 }
 
 struct TypeRow {
@@ -210,14 +224,31 @@ struct TypeRow {
 }
 
 fn row(name: &'static str, xdbc: XdbcDataType) -> TypeRow {
-    TypeRow { name, xdbc, size: None, prefix: None, unsigned: None, scale: None, subcode: None, radix: None }
+    TypeRow {
+        name,
+        xdbc,
+        size: None,
+        prefix: None,
+        unsigned: None,
+        scale: None,
+        subcode: None,
+        radix: None,
+    }
 }
 
 /// DuckDB's types as JDBC/ODBC see them.
 fn xdbc_data() -> XdbcTypeInfoData {
     use XdbcDataType as X;
-    let num = |name, x, size, unsigned| TypeRow { size: Some(size), unsigned: Some(unsigned), radix: Some(10), ..row(name, x) };
-    let text = |name, x| TypeRow { prefix: Some("'"), ..row(name, x) };
+    let num = |name, x, size, unsigned| TypeRow {
+        size: Some(size),
+        unsigned: Some(unsigned),
+        radix: Some(10),
+        ..row(name, x)
+    };
+    let text = |name, x| TypeRow {
+        prefix: Some("'"),
+        ..row(name, x)
+    };
     let rows = vec![
         row("BOOLEAN", X::XdbcBit),
         num("TINYINT", X::XdbcTinyint, 3, false),
@@ -229,16 +260,47 @@ fn xdbc_data() -> XdbcTypeInfoData {
         num("UINTEGER", X::XdbcBigint, 10, true),
         num("UBIGINT", X::XdbcDecimal, 20, true),
         num("HUGEINT", X::XdbcDecimal, 38, false),
-        TypeRow { radix: Some(2), ..num("FLOAT", X::XdbcFloat, 24, false) },
-        TypeRow { radix: Some(2), ..num("DOUBLE", X::XdbcDouble, 53, false) },
-        TypeRow { scale: Some((0, 38)), ..num("DECIMAL", X::XdbcDecimal, 38, false) },
+        TypeRow {
+            radix: Some(2),
+            ..num("FLOAT", X::XdbcFloat, 24, false)
+        },
+        TypeRow {
+            radix: Some(2),
+            ..num("DOUBLE", X::XdbcDouble, 53, false)
+        },
+        TypeRow {
+            scale: Some((0, 38)),
+            ..num("DECIMAL", X::XdbcDecimal, 38, false)
+        },
         text("VARCHAR", X::XdbcVarchar),
-        TypeRow { prefix: Some("'"), ..row("BLOB", X::XdbcVarbinary) },
-        TypeRow { prefix: Some("DATE '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeYear), ..row("DATE", X::XdbcDatetime) },
-        TypeRow { prefix: Some("TIME '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTime), ..row("TIME", X::XdbcDatetime) },
-        TypeRow { prefix: Some("TIMESTAMP '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp), ..row("TIMESTAMP", X::XdbcDatetime) },
-        TypeRow { prefix: Some("TIMESTAMPTZ '"), subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestampWithTimezone), ..row("TIMESTAMP WITH TIME ZONE", X::XdbcDatetime) },
-        TypeRow { prefix: Some("INTERVAL '"), ..row("INTERVAL", X::XdbcInterval) },
+        TypeRow {
+            prefix: Some("'"),
+            ..row("BLOB", X::XdbcVarbinary)
+        },
+        TypeRow {
+            prefix: Some("DATE '"),
+            subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeYear),
+            ..row("DATE", X::XdbcDatetime)
+        },
+        TypeRow {
+            prefix: Some("TIME '"),
+            subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTime),
+            ..row("TIME", X::XdbcDatetime)
+        },
+        TypeRow {
+            prefix: Some("TIMESTAMP '"),
+            subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+            ..row("TIMESTAMP", X::XdbcDatetime)
+        },
+        TypeRow {
+            prefix: Some("TIMESTAMPTZ '"),
+            subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestampWithTimezone),
+            ..row("TIMESTAMP WITH TIME ZONE", X::XdbcDatetime)
+        },
+        TypeRow {
+            prefix: Some("INTERVAL '"),
+            ..row("INTERVAL", X::XdbcInterval)
+        },
     ];
     let mut b = XdbcTypeInfoDataBuilder::new();
     for r in rows {
@@ -252,7 +314,9 @@ fn xdbc_data() -> XdbcTypeInfoData {
             column_size: r.size,
             literal_prefix: quoted,
             literal_suffix: suffix,
-            create_params: r.scale.map(|_| vec!["precision".to_string(), "scale".to_string()]),
+            create_params: r
+                .scale
+                .map(|_| vec!["precision".to_string(), "scale".to_string()]),
             nullable: Nullable::NullabilityNullable,
             case_sensitive: matches!(r.xdbc, X::XdbcVarchar),
             searchable: Searchable::Full,
@@ -268,5 +332,6 @@ fn xdbc_data() -> XdbcTypeInfoData {
             interval_precision: None,
         });
     }
-    b.build().unwrap_or_else(|e| panic!("static XDBC type info is invalid: {e}"))
+    b.build()
+        .unwrap_or_else(|e| panic!("static XDBC type info is invalid: {e}"))
 }

@@ -47,17 +47,30 @@ fn columns_of(schema: &SchemaRef) -> Result<Vec<ColumnMeta>> {
         .collect()
 }
 
-async fn target(node: &Arc<Node>, table: &str, schema: &SchemaRef, mode: Mode) -> Result<Arc<TableRuntime>> {
+async fn target(
+    node: &Arc<Node>,
+    table: &str,
+    schema: &SchemaRef,
+    mode: Mode,
+) -> Result<Arc<TableRuntime>> {
     match node.table(table) {
         Ok(rt) => match mode.exists {
-            OnExists::Fail => Err(Error::TableExists { table: table.to_string() }),
+            OnExists::Fail => Err(Error::TableExists {
+                table: table.to_string(),
+            }),
             OnExists::Keep if mode.append => Ok(rt),
-            OnExists::Keep => Err(Error::TableExists { table: table.to_string() }),
-            OnExists::Replace => node.create_table(table, columns_of(schema)?, OnExists::Replace).await,
+            OnExists::Keep => Err(Error::TableExists {
+                table: table.to_string(),
+            }),
+            OnExists::Replace => {
+                node.create_table(table, columns_of(schema)?, OnExists::Replace)
+                    .await
+            }
         },
         Err(Error::UnknownTable { .. }) if mode.create => {
             // Another writer may create it between the lookup and here; then append to it.
-            node.create_table(table, columns_of(schema)?, OnExists::Keep).await
+            node.create_table(table, columns_of(schema)?, OnExists::Keep)
+                .await
         }
         Err(e) => Err(e),
     }
@@ -72,7 +85,12 @@ fn same_fields(a: &SchemaRef, b: &SchemaRef) -> bool {
 }
 
 /// Appends every batch of `stream` to `table`; returns the rows accepted.
-async fn load(node: &Arc<Node>, table: &str, mode: Mode, stream: PeekableFlightDataStream) -> Result<i64> {
+async fn load(
+    node: &Arc<Node>,
+    table: &str,
+    mode: Mode,
+    stream: PeekableFlightDataStream,
+) -> Result<i64> {
     let mut decoder = FlightDataDecoder::new(stream.map_err(|s| FlightError::Tonic(Box::new(s))));
     let mut accepted: u64 = 0;
     let mut state: Option<(SchemaRef, Arc<TableRuntime>)> = None;
@@ -92,7 +110,10 @@ async fn load(node: &Arc<Node>, table: &str, mode: Mode, stream: PeekableFlightD
     };
     while let Some(item) = decoder.next().await {
         let decoded = item.map_err(|e| {
-            with_progress(Error::InvalidArgument(format!("reading the DoPut stream: {e}")), accepted)
+            with_progress(
+                Error::InvalidArgument(format!("reading the DoPut stream: {e}")),
+                accepted,
+            )
         })?;
         match decoded.payload {
             DecodedPayload::None => {}
@@ -114,7 +135,9 @@ async fn load(node: &Arc<Node>, table: &str, mode: Mode, stream: PeekableFlightD
             },
             DecodedPayload::RecordBatch(batch) => {
                 let Some((schema, rt)) = &state else {
-                    return Err(Error::InvalidArgument("record batch before the schema".into()));
+                    return Err(Error::InvalidArgument(
+                        "record batch before the schema".into(),
+                    ));
                 };
                 if !same_fields(schema, &batch.schema()) {
                     return Err(with_progress(
@@ -125,7 +148,10 @@ async fn load(node: &Arc<Node>, table: &str, mode: Mode, stream: PeekableFlightD
                         accepted,
                     ));
                 }
-                accepted += node.append(rt, &batch).await.map_err(|e| with_progress(e, accepted))?;
+                accepted += node
+                    .append(rt, &batch)
+                    .await
+                    .map_err(|e| with_progress(e, accepted))?;
             }
         }
     }
@@ -144,20 +170,38 @@ pub(crate) async fn statement_ingest(
     stream: PeekableFlightDataStream,
 ) -> Result<i64> {
     if cmd.table.is_empty() {
-        return Err(Error::InvalidArgument("bulk ingest needs a table name".into()));
+        return Err(Error::InvalidArgument(
+            "bulk ingest needs a table name".into(),
+        ));
     }
     if cmd.temporary {
-        return Err(Error::Unsupported("temporary tables are not supported".into()));
+        return Err(Error::Unsupported(
+            "temporary tables are not supported".into(),
+        ));
     }
     if cmd.transaction_id.is_some() {
-        return Err(Error::Unsupported("transactions are not supported; every ingest commits on its own".into()));
+        return Err(Error::Unsupported(
+            "transactions are not supported; every ingest commits on its own".into(),
+        ));
     }
-    if let Some(s) = cmd.schema.as_deref().filter(|s| !s.eq_ignore_ascii_case("main")) {
-        return Err(Error::InvalidArgument(format!("schema {s:?} does not exist; tables live in \"main\"")));
+    if let Some(s) = cmd
+        .schema
+        .as_deref()
+        .filter(|s| !s.eq_ignore_ascii_case("main"))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "schema {s:?} does not exist; tables live in \"main\""
+        )));
     }
     let catalog = node.engine.catalog_name();
-    if let Some(c) = cmd.catalog.as_deref().filter(|c| !c.eq_ignore_ascii_case(catalog)) {
-        return Err(Error::InvalidArgument(format!("catalog {c:?} does not exist; this node's catalog is {catalog:?}")));
+    if let Some(c) = cmd
+        .catalog
+        .as_deref()
+        .filter(|c| !c.eq_ignore_ascii_case(catalog))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "catalog {c:?} does not exist; this node's catalog is {catalog:?}"
+        )));
     }
     let options = cmd.table_definition_options.unwrap_or_default();
     let create = options.if_not_exist() == TableNotExistOption::Create;
@@ -166,7 +210,17 @@ pub(crate) async fn statement_ingest(
         TableExistsOption::Replace => (OnExists::Replace, false),
         TableExistsOption::Fail | TableExistsOption::Unspecified => (OnExists::Fail, false),
     };
-    load(node, &cmd.table, Mode { create, exists, append }, stream).await
+    load(
+        node,
+        &cmd.table,
+        Mode {
+            create,
+            exists,
+            append,
+        },
+        stream,
+    )
+    .await
 }
 
 /// A plain Flight DoPut whose descriptor path names the table: created if missing, else
@@ -178,7 +232,12 @@ pub(crate) async fn descriptor_put(
 ) -> Result<DoPutStream> {
     let descriptor = match stream.peek().await {
         Some(Ok(first)) => first.flight_descriptor.clone(),
-        Some(Err(status)) => return Err(Error::InvalidArgument(format!("reading the DoPut stream: {}", status.message()))),
+        Some(Err(status)) => {
+            return Err(Error::InvalidArgument(format!(
+                "reading the DoPut stream: {}",
+                status.message()
+            )));
+        }
         None => None,
     }
     .ok_or_else(|| Error::InvalidArgument("DoPut needs a flight descriptor".into()))?;
@@ -197,10 +256,16 @@ pub(crate) async fn descriptor_put(
             )));
         }
     };
-    let mode = Mode { create: true, exists: OnExists::Keep, append: true };
+    let mode = Mode {
+        create: true,
+        exists: OnExists::Keep,
+        append: true,
+    };
     let rows = load(node, &table, mode, stream).await?;
     let result = PutResult {
-        app_metadata: DoPutUpdateResult { record_count: rows }.encode_to_vec().into(),
+        app_metadata: DoPutUpdateResult { record_count: rows }
+            .encode_to_vec()
+            .into(),
     };
     Ok(Box::pin(futures::stream::iter(vec![Ok(result)])))
 }

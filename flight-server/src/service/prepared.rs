@@ -26,7 +26,10 @@ fn schema_bytes(schema: &Schema) -> Result<Bytes> {
 }
 
 /// `CreatePreparedStatement`.
-pub(crate) async fn create(node: &Arc<Node>, sql: String) -> Result<ActionCreatePreparedStatementResult> {
+pub(crate) async fn create(
+    node: &Arc<Node>,
+    sql: String,
+) -> Result<ActionCreatePreparedStatementResult> {
     let plan = plan(&sql, node.engine.catalog_name())?;
     let is_query = plan.is_query();
     let unparsed = matches!(plan, Plan::Unparsed);
@@ -37,7 +40,11 @@ pub(crate) async fn create(node: &Arc<Node>, sql: String) -> Result<ActionCreate
         if unparsed {
             ensure_select(&conn, &text)?;
         }
-        let dataset = if is_query { Some(result_schema(&conn, &text)?) } else { None };
+        let dataset = if is_query {
+            Some(result_schema(&conn, &text)?)
+        } else {
+            None
+        };
         // Parameter types as DuckDB infers them; unknown ones are Null.
         let types = parameter_types(&conn, &text).unwrap_or_default();
         let known: Vec<(String, String)> = types
@@ -99,7 +106,11 @@ pub(crate) async fn bind(
 
 /// GetFlightInfo of a prepared statement: a query with its bound parameters, or a statement
 /// that changes data, which runs now.
-pub(crate) async fn flight_info(node: &Arc<Node>, handle: &[u8], descriptor: FlightDescriptor) -> Result<FlightInfo> {
+pub(crate) async fn flight_info(
+    node: &Arc<Node>,
+    handle: &[u8],
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
     let p = node.prepared.get(handle)?;
     statement_info(node, &p.sql, p.parameters, descriptor).await
 }
@@ -120,9 +131,17 @@ pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightData
 }
 
 /// DoPut executing a prepared update; parameters arrive in the same stream.
-pub(crate) async fn update(node: &Arc<Node>, handle: &[u8], stream: PeekableFlightDataStream) -> Result<i64> {
+pub(crate) async fn update(
+    node: &Arc<Node>,
+    handle: &[u8],
+    stream: PeekableFlightDataStream,
+) -> Result<i64> {
     let p = node.prepared.get(handle)?;
     let sent = read_parameters(stream).await?;
-    let parameters = if sent.iter().any(|b| b.num_rows() > 0) { sent } else { p.parameters };
+    let parameters = if sent.iter().any(|b| b.num_rows() > 0) {
+        sent
+    } else {
+        p.parameters
+    };
     node.execute_update(&p.sql, parameters).await
 }

@@ -32,10 +32,18 @@ const TARGET_BATCH_ROWS: usize = 64 * 1024;
 
 /// Schema of the result of a statement that changed data.
 pub(crate) fn update_count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::Int64,
+        false,
+    )]))
 }
 
-fn info_for(ticket: &StatementTicket, schema: &Schema, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+fn info_for(
+    ticket: &StatementTicket,
+    schema: &Schema,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
     let handle = TicketStatementQuery {
         statement_handle: ticket.encode(),
     };
@@ -90,8 +98,14 @@ pub(crate) async fn statement_info(
 pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightDataStream> {
     let ticket = StatementTicket::decode(handle)?;
     if let Some(count) = ticket.update_count {
-        let batch = RecordBatch::try_new(update_count_schema(), vec![Arc::new(Int64Array::from(vec![count]))])?;
-        return Ok(encode(update_count_schema(), futures::stream::iter(vec![Ok(batch)]).boxed()));
+        let batch = RecordBatch::try_new(
+            update_count_schema(),
+            vec![Arc::new(Int64Array::from(vec![count]))],
+        )?;
+        return Ok(encode(
+            update_count_schema(),
+            futures::stream::iter(vec![Ok(batch)]).boxed(),
+        ));
     }
     let batches = params::from_ipc(&ticket.parameters)?;
     let mut rows = params::rows(&batches)?;
@@ -135,7 +149,8 @@ pub(crate) async fn run(
                 }
                 let stream = stmt.stream_arrow(params_from_iter(values.iter()))?;
                 let schema = stream.get_schema();
-                let mut coalescer = arrow::compute::BatchCoalescer::new(Arc::clone(&schema), TARGET_BATCH_ROWS);
+                let mut coalescer =
+                    arrow::compute::BatchCoalescer::new(Arc::clone(&schema), TARGET_BATCH_ROWS);
                 if let Some(s) = schema_tx.take() {
                     let _ = s.send(Ok(schema));
                 }
@@ -179,9 +194,9 @@ pub(crate) async fn run(
             }
         }
     });
-    let schema = schema_rx
-        .await
-        .map_err(|_| Error::Internal("query worker stopped before it produced a schema".into()))??;
+    let schema = schema_rx.await.map_err(|_| {
+        Error::Internal("query worker stopped before it produced a schema".into())
+    })??;
     Ok(encode(schema, ReceiverStream::new(rx).boxed()))
 }
 
