@@ -160,3 +160,79 @@ async fn stream_with_schema_and_no_batches_creates_an_empty_table() {
     assert_eq!(f.count("SELECT count(*) FROM e").await, 0);
     f.stop().await;
 }
+
+/// Runs for minutes unless cancelled.
+const SLOW: &str = "SELECT count(*) FROM range(1000000000000) a WHERE a.range % 7 = 3";
+
+/// Fetches the first endpoint of `info`; returns the gRPC code the fetch ended with.
+async fn fetch_code(channel: Channel, info: arrow_flight::FlightInfo) -> Code {
+    let mut client = FlightSqlServiceClient::new(channel);
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let outcome = match client.do_get(ticket).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => Code::Ok,
+        Err(arrow_flight::error::FlightError::Tonic(status)) => status.code(),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_flight_info_stops_a_running_query() {
+    let f = Fixture::start().await;
+    let mut sql = FlightSqlServiceClient::new(f.channel.clone());
+    let info = sql
+        .execute(SLOW.to_string(), None)
+        .await
+        .expect("flight info");
+    let fetch = tokio::spawn(fetch_code(f.channel.clone(), info.clone()));
+    // Wait until the query runs.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while f.node.metrics.queries.get() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut client = arrow_flight::FlightClient::new(f.channel.clone());
+    let result = client
+        .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info))
+        .await
+        .expect("cancel");
+    assert_eq!(result.status(), arrow_flight::CancelStatus::Cancelled);
+    let code = tokio::time::timeout(std::time::Duration::from_secs(30), fetch)
+        .await
+        .expect("the query stopped within the deadline")
+        .expect("fetch task");
+    assert_eq!(code, Code::Cancelled);
+    // The node still answers.
+    assert_eq!(f.count("SELECT count(*) FROM range(10)").await, 10);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_cancelled_before_its_fetch_does_not_run() {
+    let f = Fixture::start().await;
+    let mut sql = FlightSqlServiceClient::new(f.channel.clone());
+    let info = sql
+        .execute(SLOW.to_string(), None)
+        .await
+        .expect("flight info");
+    let mut client = arrow_flight::FlightClient::new(f.channel.clone());
+    let result = client
+        .cancel_flight_info(arrow_flight::CancelFlightInfoRequest::new(info.clone()))
+        .await
+        .expect("cancel");
+    assert_eq!(result.status(), arrow_flight::CancelStatus::Cancelled);
+    let code = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        fetch_code(f.channel.clone(), info),
+    )
+    .await
+    .expect("refused at once");
+    assert_eq!(code, Code::Cancelled);
+    f.stop().await;
+}
