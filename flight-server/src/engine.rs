@@ -17,12 +17,33 @@ use crate::error::{Error, Result};
 /// Schema holding the buffer tables; users never name it.
 pub const BUFFER_SCHEMA: &str = "skein_buf";
 
+/// The raw database handle, for the few C API calls `duckdb` does not wrap.
+struct RawDatabase(duckdb::ffi::duckdb_database);
+
+// SAFETY: a DuckDB database handle may be used from any thread; DuckDB synchronises internally.
+unsafe impl Send for RawDatabase {}
+// SAFETY: as above; the handle is only read after opening.
+unsafe impl Sync for RawDatabase {}
+
 /// The node's DuckDB database.
+///
+/// Every connection handed out refers to the database, which closes when the engine drops, so
+/// the engine must outlive them (the node drops it last).
 pub struct Engine {
     /// A connection kept open for cloning; every request gets its own clone.
-    root: Mutex<Connection>,
+    root: Mutex<Option<Connection>>,
+    /// The database itself.
+    raw: RawDatabase,
     /// The catalog name DuckDB reports for the database (what Flight SQL calls the catalog).
     catalog_name: String,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.root.lock().take();
+        // SAFETY: opened by `Engine::open`, closed once, after the last connection of ours.
+        unsafe { duckdb::ffi::duckdb_close(&mut self.raw.0) };
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -44,17 +65,36 @@ pub fn literal(value: &str) -> String {
 }
 
 impl Engine {
-    /// Opens an in-memory database that may read and write only below `data_dir`.
+    /// Opens an in-memory database that may read and write only the node's own directories
+    /// below `data_dir` (`objects/`, `tmp/`, `duckdb-tmp/`).
     pub fn open(data_dir: &Path, threads: usize) -> Result<Self> {
-        let conn = Connection::open_in_memory()?;
+        let mut raw: duckdb::ffi::duckdb_database = std::ptr::null_mut();
+        let path = c":memory:";
+        // SAFETY: `path` is a valid C string and `raw` a valid out pointer.
+        if unsafe { duckdb::ffi::duckdb_open(path.as_ptr(), &mut raw) }
+            != duckdb::ffi::duckdb_state_DuckDBSuccess
+        {
+            return Err(Error::Internal(
+                "DuckDB could not open an in-memory database".into(),
+            ));
+        }
+        let raw = RawDatabase(raw);
+        // SAFETY: `raw.0` is an open database that outlives the connection (see `Drop`).
+        let conn = unsafe { Connection::open_from_raw(raw.0) }?;
         let dir = std::fs::canonicalize(data_dir)
             .map_err(|e| Error::Internal(format!("data directory {}: {e}", data_dir.display())))?;
         let mut setup = vec![
             "SET autoinstall_known_extensions = false".to_string(),
             "SET autoload_known_extensions = false".to_string(),
+            // Only the directories DuckDB itself needs: table files, flush output, spill space.
+            // The catalog and anything else under the data directory stay out of reach.
             format!(
                 "SET allowed_directories = [{}]",
-                literal(&format!("{}/", dir.display()))
+                ["objects", "tmp", "duckdb-tmp"]
+                    .iter()
+                    .map(|d| literal(&format!("{}/{d}/", dir.display())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             format!(
                 "SET temp_directory = {}",
@@ -73,7 +113,8 @@ impl Engine {
         }
         let catalog_name: String = conn.query_row("SELECT current_database()", [], |r| r.get(0))?;
         Ok(Self {
-            root: Mutex::new(conn),
+            root: Mutex::new(Some(conn)),
+            raw,
             catalog_name,
         })
     }
@@ -85,7 +126,47 @@ impl Engine {
 
     /// A new connection to the database.
     pub fn connect(&self) -> Result<Connection> {
-        Ok(self.root.lock().try_clone()?)
+        match self.root.lock().as_ref() {
+            Some(root) => Ok(root.try_clone()?),
+            None => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// DuckDB's inferred types of the statement's parameters, in order (`None` where it could
+    /// not infer one), through the C API's `duckdb_param_type`.
+    pub fn parameter_types(&self, sql: &str) -> Result<Vec<Option<String>>> {
+        use duckdb::ffi;
+        let text = std::ffi::CString::new(sql)
+            .map_err(|_| Error::InvalidArgument("the SQL contains a NUL character".into()))?;
+        let mut conn: ffi::duckdb_connection = std::ptr::null_mut();
+        // SAFETY: the database is open; every handle created here is destroyed before returning.
+        unsafe {
+            if ffi::duckdb_connect(self.raw.0, &mut conn) != ffi::duckdb_state_DuckDBSuccess {
+                return Err(Error::Internal("DuckDB refused a connection".into()));
+            }
+            let mut stmt: ffi::duckdb_prepared_statement = std::ptr::null_mut();
+            let prepared = ffi::duckdb_prepare(conn, text.as_ptr(), &mut stmt)
+                == ffi::duckdb_state_DuckDBSuccess;
+            let mut types = Vec::new();
+            if prepared {
+                for i in 1..=ffi::duckdb_nparams(stmt) {
+                    let id = ffi::duckdb_param_type(stmt, i);
+                    let name = if id == ffi::DUCKDB_TYPE_DUCKDB_TYPE_DECIMAL {
+                        let mut logical = ffi::duckdb_param_logical_type(stmt, i);
+                        let width = ffi::duckdb_decimal_width(logical);
+                        let scale = ffi::duckdb_decimal_scale(logical);
+                        ffi::duckdb_destroy_logical_type(&mut logical);
+                        Some(format!("DECIMAL({width},{scale})"))
+                    } else {
+                        type_name(id).map(str::to_string)
+                    };
+                    types.push(name);
+                }
+            }
+            ffi::duckdb_destroy_prepare(&mut stmt);
+            ffi::duckdb_disconnect(&mut conn);
+            Ok(types)
+        }
     }
 }
 
@@ -126,31 +207,35 @@ pub fn arrow_schema_of_types(conn: &Connection, columns: &[(String, String)]) ->
     run_for_schema(conn, &format!("SELECT {select} LIMIT 0"))
 }
 
-/// DuckDB's inferred types of the statement's parameters, in order (`None` where DuckDB could
-/// not infer one). Uses SQL `PREPARE` and `duckdb_prepared_statements()`.
-pub fn parameter_types(conn: &Connection, sql: &str) -> Result<Vec<Option<String>>> {
-    let trimmed = sql.trim().trim_end_matches(';').trim_end();
-    let name = format!("skein_probe_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(&format!("PREPARE {name} AS\n{trimmed}\n"), [])?;
-    let listed: Result<Value> = conn
-        .query_row(
-            "SELECT parameter_types FROM duckdb_prepared_statements() WHERE name = ?",
-            [&name],
-            |r| r.get(0),
-        )
-        .map_err(Error::from);
-    let _ = conn.execute(&format!("DEALLOCATE {name}"), []);
-    let types = match listed? {
-        Value::List(items) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::Text(t) if t != "UNKNOWN" => Some(t),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(types)
+/// The SQL name of a DuckDB C API type id, for the scalar types a parameter can have.
+fn type_name(id: duckdb::ffi::duckdb_type) -> Option<&'static str> {
+    use duckdb::ffi::*;
+    Some(match id {
+        DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN => "BOOLEAN",
+        DUCKDB_TYPE_DUCKDB_TYPE_TINYINT => "TINYINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT => "SMALLINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_INTEGER => "INTEGER",
+        DUCKDB_TYPE_DUCKDB_TYPE_BIGINT => "BIGINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => "UTINYINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => "USMALLINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER => "UINTEGER",
+        DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT => "UBIGINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_HUGEINT => "HUGEINT",
+        DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => "FLOAT",
+        DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => "DOUBLE",
+        DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => "VARCHAR",
+        DUCKDB_TYPE_DUCKDB_TYPE_BLOB => "BLOB",
+        DUCKDB_TYPE_DUCKDB_TYPE_DATE => "DATE",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIME => "TIME",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP => "TIMESTAMP",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_S => "TIMESTAMP_S",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_MS => "TIMESTAMP_MS",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_NS => "TIMESTAMP_NS",
+        DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_TZ => "TIMESTAMPTZ",
+        DUCKDB_TYPE_DUCKDB_TYPE_INTERVAL => "INTERVAL",
+        DUCKDB_TYPE_DUCKDB_TYPE_UUID => "UUID",
+        _ => return None,
+    })
 }
 
 /// For SQL that `sqlparser` could not read: lets it run only if DuckDB's parser sees exactly one

@@ -43,8 +43,6 @@ pub enum OnExists {
 pub struct Node {
     /// The configuration it started with.
     pub config: Config,
-    /// The embedded DuckDB.
-    pub engine: Engine,
     /// Tables and their files.
     pub catalog: Catalog,
     /// Where Parquet files go.
@@ -65,6 +63,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Scratch directory for files being written.
     tmp_dir: PathBuf,
+    /// The embedded DuckDB; declared last so that it drops after the tables' connections.
+    pub engine: Engine,
 }
 
 /// Runs blocking work (DuckDB, file I/O) off the async workers.
@@ -111,7 +111,6 @@ impl Node {
         };
         let node = Arc::new(Self {
             config,
-            engine,
             catalog,
             store,
             tables: RwLock::new(HashMap::new()),
@@ -122,6 +121,7 @@ impl Node {
             flush_wakeup: Notify::new(),
             shutdown: CancellationToken::new(),
             tmp_dir,
+            engine,
         });
         let snapshot = node.catalog.snapshot();
         for meta in snapshot.tables.values() {

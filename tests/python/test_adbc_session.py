@@ -96,3 +96,10 @@ def test_dollar_placeholders_and_reuse(node):
             for lo, hi in [(0, 10), (50, 100), (5, 6)]:
                 cur.execute(sql, (lo, hi))
                 assert cur.fetchone()[0] == sum(range(lo, hi))
+
+
+def test_prepared_statement_declares_parameter_types(node):
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.adbc_ingest("p", pa.table({"a": pa.array([1], pa.int64()), "s": ["x"], "d": pa.array([1.5], pa.float64())}), mode="create")
+        schema = cur.adbc_prepare("SELECT * FROM p WHERE a = ? AND s = ? AND d > ?")
+        assert [f.type for f in schema] == [pa.int64(), pa.string(), pa.float64()]

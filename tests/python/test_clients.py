@@ -24,6 +24,9 @@ def test_flight_sql_client_query_and_tables(node):
         cur.adbc_ingest("cli_table", pa.table({"n": pa.array([1, 2, 3], pa.int64())}), mode="create")
     out = cli(node, "statement-query", "SELECT sum(n) AS total FROM cli_table")
     assert "total" in out and "| 6 " in out, out
+    # The client casts its string parameters to the types the server declares for them.
+    out = cli(node, "prepared-statement-query", "SELECT n * 10 AS x FROM cli_table WHERE n = $1", "-p", "$1=2")
+    assert "| 20 " in out, out
     with node.connect() as conn:
         catalog = query(conn, "SELECT current_database() AS c").to_pylist()[0]["c"]
     assert catalog in cli(node, "catalogs")

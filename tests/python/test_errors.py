@@ -113,3 +113,18 @@ def test_prepared_statement_errors(loaded):
         with pytest.raises(adbc_driver_manager.Error, match="missing_table"):
             cur.execute("SELECT * FROM missing_table WHERE id = ?", (1,))
     still_serving(loaded)
+
+
+def test_sql_cannot_reach_the_host(loaded):
+    with loaded.connect() as conn:
+        for sql in [
+            "SELECT * FROM read_csv('/etc/passwd')",
+            f"SELECT * FROM read_text('{loaded.data_dir / 'catalog.json'}')",
+            "COPY good TO '/tmp/skein-escape.csv'",
+            "ATTACH '/tmp/skein-escape.db'",
+            "INSTALL httpfs",
+            "SET threads = 1",
+        ]:
+            with pytest.raises(adbc_driver_manager.Error):
+                query(conn, sql)
+    still_serving(loaded)

@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 
 use super::FlightDataStream;
 use super::query::{run, statement_info};
-use crate::engine::{arrow_schema_of_types, ensure_select, parameter_types, result_schema};
+use crate::engine::{arrow_schema_of_types, ensure_select, result_schema};
 use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
 use crate::params;
@@ -46,7 +46,7 @@ pub(crate) async fn create(
             None
         };
         // Parameter types as DuckDB infers them; unknown ones are Null.
-        let types = parameter_types(&conn, &text).unwrap_or_default();
+        let types = worker.engine.parameter_types(&text).unwrap_or_default();
         let known: Vec<(String, String)> = types
             .iter()
             .enumerate()
