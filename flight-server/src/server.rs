@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
@@ -66,10 +67,17 @@ impl Server {
         let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // Small responses must not wait for the peer's delayed ACK (Nagle): ~40 ms per call.
+        let incoming = TcpListenerStream::new(self.flight).map(|conn| {
+            conn.and_then(|c| {
+                c.set_nodelay(true)?;
+                Ok(c)
+            })
+        });
         let shutdown = node.shutdown.clone();
         let served = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.flight), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.cancelled().await
             })
             .await;
