@@ -77,9 +77,7 @@ impl Server {
         let shutdown = node.shutdown.clone();
         let served = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.cancelled().await
-            })
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
             .await;
         node.shutdown.cancel();
         let _ = flusher.await;
