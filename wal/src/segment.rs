@@ -199,6 +199,42 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn damaged_segments_yield_only_records_that_were_written(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..20),
+            flips in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..4),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let records: Vec<(u64, &[u8])> = payloads.iter().enumerate().map(|(i, p)| (i as u64 + 1, p.as_slice())).collect();
+            let mut buf = body(&records);
+            for f in &flips {
+                let at = SEGMENT_HEADER_BYTES * 8 + f.index((buf.len() - SEGMENT_HEADER_BYTES) * 8);
+                buf[at / 8] ^= 1 << (at % 8);
+            }
+            buf.extend_from_slice(&tail);
+            let mut start = SEGMENT_HEADER_BYTES;
+            let mut last = 0;
+            loop {
+                let (found, end) = scan(&buf, start, last);
+                for f in &found {
+                    // Every record found is one that was written, at its sequence number.
+                    let written = records.iter().find(|(seq, _)| *seq == f.seq);
+                    proptest::prop_assert!(written.is_some_and(|(_, p)| *p == &buf[f.payload.clone()]));
+                    proptest::prop_assert!(f.seq > last);
+                    last = f.seq;
+                }
+                match end {
+                    End::Corrupt { resume, .. } => start = resume,
+                    End::Clean | End::Torn { .. } => break,
+                }
+            }
+            if flips.is_empty() {
+                proptest::prop_assert_eq!(last, records.len() as u64);
+            }
+        }
+    }
+
     #[test]
     fn headers_are_checked() {
         let p = Path::new("x.wal");
