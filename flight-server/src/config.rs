@@ -55,12 +55,20 @@ pub struct Config {
     /// DuckDB worker threads (0: one per core).
     #[arg(long, env = "SKEIN_QUERY_THREADS", default_value_t = 0)]
     pub query_threads: usize,
+    /// Stop a query that runs longer than this (DEADLINE_EXCEEDED); `0s` means no limit.
+    #[arg(long, env = "SKEIN_QUERY_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
     /// Log line format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
 
 impl Config {
+    /// The query time limit, if there is one.
+    pub fn query_timeout(&self) -> Option<Duration> {
+        (!self.query_timeout.is_zero()).then_some(self.query_timeout)
+    }
+
     /// A configuration for tests: loopback on free ports, data under `data_dir`.
     pub fn test_config(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -74,6 +82,7 @@ impl Config {
                 flush_interval: Duration::from_secs(3600),
             },
             query_threads: 2,
+            query_timeout: Duration::from_secs(300),
             log_format: LogFormat::Text,
         }
     }

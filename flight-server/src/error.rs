@@ -37,6 +37,9 @@ pub enum Error {
     /// The query was cancelled by the client.
     #[error("query {0} was cancelled")]
     Cancelled(String),
+    /// The query ran past the node's query timeout and was stopped.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// DuckDB rejected or failed the statement; the message is DuckDB's.
     #[error("{0}")]
     Engine(String),
@@ -105,6 +108,7 @@ impl From<Error> for Status {
             Error::TableExists { .. } => Code::AlreadyExists,
             Error::Unsupported(_) => Code::Unimplemented,
             Error::Cancelled(_) => Code::Cancelled,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Engine(m) => engine_code(m),
             Error::Arrow(_) => Code::InvalidArgument,
             Error::ShuttingDown => Code::Unavailable,

@@ -473,6 +473,18 @@ impl Node {
         Ok(())
     }
 
+    /// Enforces query cancellation and time limits, until shutdown.
+    pub async fn run_query_watchdog(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => self.queries.enforce(),
+            }
+        }
+    }
+
     /// Flushes buffers that pass a threshold, until shutdown.
     pub async fn run_flusher(self: Arc<Self>) {
         let flush = self.config.flush.clone();

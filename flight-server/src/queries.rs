@@ -15,8 +15,18 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 struct Entry {
     created: Option<Instant>,
-    cancelled: bool,
+    /// When the query must have finished; set when it first starts running.
+    deadline: Option<Instant>,
+    /// Why the query was stopped, once it was.
+    stopped: Option<Stop>,
     interrupts: Vec<Arc<InterruptHandle>>,
+}
+
+/// Why a query was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
 }
 
 /// The registry of issued and running queries, by query id.
@@ -49,21 +59,31 @@ impl Queries {
         );
     }
 
-    /// Marks the query as running on a connection that `interrupt` stops. Fails if the query was
-    /// cancelled before it started.
-    pub fn start(&self, id: &str, interrupt: Arc<InterruptHandle>) -> Result<()> {
+    /// Marks the query as running on a connection that `interrupt` stops, with `timeout` (if any)
+    /// counted from its first start. Fails if the query was stopped before it started.
+    pub fn start(
+        &self,
+        id: &str,
+        interrupt: Arc<InterruptHandle>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         let mut entries = self.entries.lock();
         let entry = entries.entry(id.to_string()).or_default();
-        if entry.cancelled {
-            return Err(Error::Cancelled(id.to_string()));
+        if let Some(stop) = entry.stopped {
+            return Err(stop_error(id, stop, timeout));
+        }
+        if entry.deadline.is_none() {
+            entry.deadline = timeout.map(|t| Instant::now() + t);
         }
         entry.interrupts.push(interrupt);
         Ok(())
     }
 
-    /// Whether the query was cancelled.
-    pub fn is_cancelled(&self, id: &str) -> bool {
-        self.entries.lock().get(id).is_some_and(|e| e.cancelled)
+    /// The error a query ends with when it was stopped (cancelled or past its time), if it was.
+    pub fn stop_error(&self, id: &str, timeout: Option<Duration>) -> Option<Error> {
+        let entries = self.entries.lock();
+        let stop = entries.get(id)?.stopped?;
+        Some(stop_error(id, stop, timeout))
     }
 
     /// The query stopped running on `interrupt`'s connection.
@@ -80,7 +100,7 @@ impl Queries {
         let mut entries = self.entries.lock();
         match entries.get_mut(id) {
             Some(e) => {
-                e.cancelled = true;
+                e.stopped.get_or_insert(Stop::Cancelled);
                 for i in &e.interrupts {
                     i.interrupt();
                 }
@@ -88,5 +108,37 @@ impl Queries {
             }
             None => false,
         }
+    }
+
+    /// Interrupts, again, every stopped query that still runs, and stops the queries past their
+    /// deadline. Called on a short interval: DuckDB forgets an interrupt that arrives between two
+    /// statements of a query (it clears the flag when a statement starts), so one interrupt is not
+    /// enough.
+    pub fn enforce(&self) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock();
+        for e in entries.values_mut().filter(|e| !e.interrupts.is_empty()) {
+            if e.stopped.is_none() && e.deadline.is_some_and(|d| d <= now) {
+                e.stopped = Some(Stop::TimedOut);
+            }
+            if e.stopped.is_some() {
+                for i in &e.interrupts {
+                    i.interrupt();
+                }
+            }
+        }
+    }
+}
+
+fn stop_error(id: &str, stop: Stop, timeout: Option<Duration>) -> Error {
+    match stop {
+        Stop::Cancelled => Error::Cancelled(id.to_string()),
+        Stop::TimedOut => Error::DeadlineExceeded(format!(
+            "query {id} ran longer than the node's query timeout ({})",
+            timeout.map_or_else(
+                || "none".to_string(),
+                |t| humantime::format_duration(t).to_string()
+            )
+        )),
     }
 }

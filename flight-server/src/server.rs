@@ -63,6 +63,7 @@ impl Server {
     pub async fn serve(self) -> Result<()> {
         let node = self.node;
         let flusher = tokio::spawn(Arc::clone(&node).run_flusher());
+        let watchdog = tokio::spawn(Arc::clone(&node).run_query_watchdog());
         let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
         let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -81,6 +82,7 @@ impl Server {
             .await;
         node.shutdown.cancel();
         let _ = flusher.await;
+        let _ = watchdog.await;
         let _ = http.await;
         info!("flushing buffers before exit");
         if let Err(e) = node.flush_all(None).await {

@@ -22,10 +22,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::bind(Config::test_config(dir.path()))
-            .await
-            .expect("bind");
+        let mut config = Config::test_config(dir.path());
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("bind");
         let addr = server.flight_addr().expect("addr");
         let node = server.node();
         let served = tokio::spawn(async move {
@@ -209,6 +213,26 @@ async fn cancel_flight_info_stops_a_running_query() {
         .expect("fetch task");
     assert_eq!(code, Code::Cancelled);
     // The node still answers.
+    assert_eq!(f.count("SELECT count(*) FROM range(10)").await, 10);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_the_timeout_is_stopped() {
+    let f = Fixture::start_with(|c| c.query_timeout = std::time::Duration::from_secs(1)).await;
+    let mut sql = FlightSqlServiceClient::new(f.channel.clone());
+    let info = sql
+        .execute(SLOW.to_string(), None)
+        .await
+        .expect("flight info");
+    let code = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        fetch_code(f.channel.clone(), info),
+    )
+    .await
+    .expect("the query stopped within the deadline");
+    assert_eq!(code, Code::DeadlineExceeded);
+    // Short queries still run.
     assert_eq!(f.count("SELECT count(*) FROM range(10)").await, 10);
     f.stop().await;
 }

@@ -137,7 +137,10 @@ pub(crate) async fn run(
         let outcome = (|| -> Result<()> {
             let conn = worker.engine.connect()?;
             let interrupt = conn.interrupt_handle();
-            worker.queries.start(&query_id, Arc::clone(&interrupt))?;
+            let timeout = worker.config.query_timeout();
+            worker
+                .queries
+                .start(&query_id, Arc::clone(&interrupt), timeout)?;
             let result = (|| -> Result<()> {
                 let mut stmt = conn.prepare(&sql)?;
                 if stmt.parameter_count() != values.len() {
@@ -155,13 +158,7 @@ pub(crate) async fn run(
                     let _ = s.send(Ok(schema));
                 }
                 for batch in stream {
-                    let batch = batch.map_err(|e| {
-                        if worker.queries.is_cancelled(&query_id) {
-                            Error::Cancelled(query_id.clone())
-                        } else {
-                            Error::from(e)
-                        }
-                    })?;
+                    let batch = batch?;
                     coalescer.push_batch(batch)?;
                     while let Some(out) = coalescer.next_completed_batch() {
                         if tx.blocking_send(Ok(out)).is_err() {
@@ -178,7 +175,8 @@ pub(crate) async fn run(
                 Ok(())
             })();
             worker.queries.finish(&query_id, &interrupt);
-            result
+            // An interrupted query fails with DuckDB's INTERRUPT error; say why it was stopped.
+            result.map_err(|e| worker.queries.stop_error(&query_id, timeout).unwrap_or(e))
         })();
         timer.observe_duration();
         if let Err(e) = outcome {
