@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
+pub use crate::wal_record::WalCompression;
+
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -27,6 +29,46 @@ pub struct FlushConfig {
     /// Flush a table's buffer once its oldest row is this old (e.g. `500ms`, `1m`).
     #[arg(long, env = "SKEIN_FLUSH_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
+}
+
+/// When a WAL append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalSync {
+    /// After `fdatasync` (durable; the default).
+    Fsync,
+    /// After the write reaches the OS. UNSAFE: a power loss or kernel crash loses acknowledged
+    /// rows. For benchmarks and scratch data.
+    None,
+}
+
+/// The write-ahead log and the bound on buffered data.
+#[derive(Debug, Clone, Args)]
+pub struct WalSettings {
+    /// When a write is acknowledged: `fsync` (durable) or `none` (unsafe; benchmarks only).
+    #[arg(long, env = "SKEIN_WAL_SYNC", value_enum, default_value = "fsync")]
+    pub wal_sync: WalSync,
+    /// Compression of WAL records.
+    #[arg(
+        long,
+        env = "SKEIN_WAL_COMPRESSION",
+        value_enum,
+        default_value = "none"
+    )]
+    pub wal_compression: WalCompression,
+    /// Roll to a new WAL segment file at this size.
+    #[arg(long, env = "SKEIN_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+    /// Start even if the WAL has corrupt records in the middle, skipping them (each skip is
+    /// logged). Without it such a node refuses to start and names the segment and offset.
+    #[arg(long, env = "SKEIN_WAL_SKIP_CORRUPT")]
+    pub wal_skip_corrupt: bool,
+    /// Most Arrow bytes held in buffers (all tables, flushing or not). Writers past it wait for
+    /// flushes, then fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SKEIN_MAX_BUFFER_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_buffer_bytes: u64,
+    /// How long a writer waits for buffer space before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SKEIN_BUFFER_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub buffer_wait: Duration,
 }
 
 /// Everything a node needs to start.
@@ -52,6 +94,9 @@ pub struct Config {
     /// Buffer flush thresholds (node defaults).
     #[command(flatten)]
     pub flush: FlushConfig,
+    /// Write-ahead log and buffer bound.
+    #[command(flatten)]
+    pub wal: WalSettings,
     /// DuckDB worker threads (0: one per core).
     #[arg(long, env = "SKEIN_QUERY_THREADS", default_value_t = 0)]
     pub query_threads: usize,
@@ -80,6 +125,14 @@ impl Config {
                 flush_rows: 1_000_000,
                 flush_bytes: 256 * 1024 * 1024,
                 flush_interval: Duration::from_secs(3600),
+            },
+            wal: WalSettings {
+                wal_sync: WalSync::Fsync,
+                wal_compression: WalCompression::None,
+                wal_segment_bytes: 64 * 1024 * 1024,
+                wal_skip_corrupt: false,
+                max_buffer_bytes: 1024 * 1024 * 1024,
+                buffer_wait: Duration::from_secs(30),
             },
             query_threads: 2,
             query_timeout: Duration::from_secs(300),

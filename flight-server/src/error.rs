@@ -52,6 +52,15 @@ pub enum Error {
     /// Encoding a Flight message failed.
     #[error("flight: {0}")]
     Flight(#[from] arrow_flight::error::FlightError),
+    /// A limit was reached (buffer space, sizes); the message names it.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The node stopped accepting writes (after a failed WAL sync); the message says why.
+    #[error("this node no longer accepts writes: {0}")]
+    WritesStopped(String),
+    /// The write-ahead log failed.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] skein_wal::Error),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -111,7 +120,13 @@ impl From<Error> for Status {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Engine(m) => engine_code(m),
             Error::Arrow(_) => Code::InvalidArgument,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::WritesStopped(_) => Code::Unavailable,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Wal(skein_wal::Error::Poisoned(_) | skein_wal::Error::Closed) => {
+                Code::Unavailable
+            }
+            Error::Wal(skein_wal::Error::TooLarge(_)) => Code::InvalidArgument,
+            Error::Wal(_) => Code::Internal,
             Error::Storage(_) | Error::Flight(_) | Error::Internal(_) => Code::Internal,
         };
         let message = e.to_string();

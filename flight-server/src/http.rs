@@ -13,17 +13,25 @@ use crate::node::Node;
 
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if node.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        )
+    } else if let Some(reason) = node.writes_stopped() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("writes stopped: {reason}\n"),
+        )
     } else {
-        (StatusCode::OK, "ok\n")
+        (StatusCode::OK, "ok\n".to_string())
     }
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        node.refresh_gauges();
+        node.metrics.render()
+    })
 }
 
 /// Serves HTTP on `listener` until the node shuts down.

@@ -32,6 +32,7 @@ pub mod statements;
 pub mod table;
 pub mod ticket;
 pub mod types;
+pub mod wal_record;
 
 pub use config::Config;
 pub use error::{Error, Result};

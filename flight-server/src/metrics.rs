@@ -29,6 +29,24 @@ pub struct Metrics {
     pub buffer_rows: IntGauge,
     /// Arrow bytes held in buffers.
     pub buffer_bytes: IntGauge,
+    /// Bytes written to the WAL (framed records).
+    pub wal_bytes: IntCounter,
+    /// Records written to the WAL.
+    pub wal_records: IntCounter,
+    /// WAL syncs (one per group of records).
+    pub wal_syncs: IntCounter,
+    /// Time each WAL sync took, in seconds.
+    pub wal_sync_seconds: Histogram,
+    /// Records per WAL group (sharing one write and one sync).
+    pub wal_group_records: Histogram,
+    /// WAL records put back into buffers at start.
+    pub wal_replayed_records: IntCounter,
+    /// WAL segment files on disk.
+    pub wal_segments: IntGauge,
+    /// Writers that had to wait for buffer space.
+    pub ingest_waits: IntCounter,
+    /// Writers refused with RESOURCE_EXHAUSTED after waiting for buffer space.
+    pub ingest_rejected: IntCounter,
 }
 
 impl Metrics {
@@ -58,6 +76,12 @@ impl Metrics {
             "Query durations from start to last batch",
         ))
         .unwrap_or_else(|_| unreachable_metric());
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(h.clone()));
+            h
+        };
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(query_seconds.clone()));
         Self {
@@ -71,6 +95,31 @@ impl Metrics {
             flushed_rows: counter("flushed_rows_total", "Rows written to Parquet by flushes"),
             buffer_rows: gauge("buffer_rows", "Rows held in buffers"),
             buffer_bytes: gauge("buffer_bytes", "Arrow bytes held in buffers"),
+            wal_bytes: counter("wal_bytes_total", "Bytes written to the WAL"),
+            wal_records: counter("wal_records_total", "Records written to the WAL"),
+            wal_syncs: counter("wal_syncs_total", "WAL syncs"),
+            wal_sync_seconds: histogram(
+                "wal_sync_duration_seconds",
+                "Time each WAL sync took",
+                prometheus::exponential_buckets(0.000_05, 2.0, 16)
+                    .unwrap_or_else(|_| unreachable_metric()),
+            ),
+            wal_group_records: histogram(
+                "wal_group_records",
+                "Records per WAL group sharing one sync",
+                prometheus::exponential_buckets(1.0, 2.0, 12)
+                    .unwrap_or_else(|_| unreachable_metric()),
+            ),
+            wal_replayed_records: counter(
+                "wal_replayed_records_total",
+                "WAL records put back into buffers at start",
+            ),
+            wal_segments: gauge("wal_segments", "WAL segment files on disk"),
+            ingest_waits: counter("ingest_waits_total", "Writers that waited for buffer space"),
+            ingest_rejected: counter(
+                "ingest_rejected_total",
+                "Writers refused after waiting for buffer space",
+            ),
             registry,
         }
     }
@@ -87,6 +136,18 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl skein_wal::Observer for Metrics {
+    fn group_written(&self, records: usize, bytes: usize, sync: Option<std::time::Duration>) {
+        self.wal_records.inc_by(records as u64);
+        self.wal_bytes.inc_by(bytes as u64);
+        self.wal_group_records.observe(records as f64);
+        if let Some(d) = sync {
+            self.wal_syncs.inc();
+            self.wal_sync_seconds.observe(d.as_secs_f64());
+        }
     }
 }
 

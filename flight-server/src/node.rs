@@ -1,7 +1,7 @@
 //! The node: everything a request needs, and the table lifecycle (create, ingest, flush, drop).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +11,20 @@ use skein_storage::{
     Catalog, CatalogState, ColumnMeta, FileMeta, LocalCatalog, LocalStore, ObjectStore, TableMeta,
     stats::read_file_stats,
 };
+use skein_wal::{RecoveryMode, SyncMode, Wal, WalConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, WalSync};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::prepared::PreparedStatements;
 use crate::queries::Queries;
-use crate::table::TableRuntime;
+use crate::table::{FlushGeneration, TableRuntime};
 use crate::types::conform;
+use crate::wal_record;
 
 /// How long replaced or dropped objects stay readable, so that running queries never miss one.
 const DELETE_GRACE: Duration = Duration::from_secs(120);
@@ -59,6 +61,14 @@ pub struct Node {
     pub metrics: Metrics,
     /// Wakes the flusher when a buffer passes a threshold.
     flush_wakeup: Notify,
+    /// The write-ahead log every ingested batch goes through.
+    wal: Arc<Wal>,
+    /// Appends between their WAL record and their buffer append: the WAL keeps their records.
+    in_flight: InFlight,
+    /// Signalled when buffer space is freed (a flush finished, a table was dropped).
+    space: Notify,
+    /// Set when the node stopped accepting writes: why.
+    writes_stopped: parking_lot::Mutex<Option<String>>,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Scratch directory for files being written.
@@ -67,11 +77,126 @@ pub struct Node {
     pub engine: Engine,
 }
 
+/// Local paths of a table's files, for DuckDB to read.
+fn table_paths(store: &dyn ObjectStore, meta: &TableMeta) -> Result<Vec<String>> {
+    meta.files
+        .iter()
+        .map(|f| {
+            store
+                .local_path(&f.key)
+                .map(|p| p.display().to_string())
+                .ok_or_else(|| Error::Internal(format!("object {} has no local path", f.key)))
+        })
+        .collect()
+}
+
 /// Runs blocking work (DuckDB, file I/O) off the async workers.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(f).await?
+}
+
+/// Appends whose WAL record may be written but whose rows are not yet in a buffer. Each is
+/// registered with a floor: its record's sequence number is above it.
+#[derive(Debug, Default)]
+struct InFlight {
+    next_token: std::sync::atomic::AtomicU64,
+    floors: parking_lot::Mutex<BTreeMap<u64, u64>>,
+}
+
+impl InFlight {
+    fn register(&self, floor: u64) -> u64 {
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.floors.lock().insert(token, floor);
+        token
+    }
+
+    fn finish(&self, token: u64) {
+        self.floors.lock().remove(&token);
+    }
+
+    /// The lowest floor of any append in flight.
+    fn min_floor(&self) -> Option<u64> {
+        self.floors.lock().values().min().copied()
+    }
+}
+
+/// Opens the WAL in `data_dir/wal` and replays every record not yet flushed into `tables`.
+fn open_wal(
+    config: &Config,
+    data_dir: &Path,
+    snapshot: &CatalogState,
+    tables: &HashMap<u64, Arc<TableRuntime>>,
+    metrics: &Metrics,
+) -> Result<Wal> {
+    let node_id = &config.node_id;
+    let flushed = |t: &TableMeta| t.flushed_wal.get(node_id).copied().unwrap_or(0);
+    let by_id: HashMap<u64, &TableMeta> = snapshot.tables.values().map(|t| (t.id, t)).collect();
+    let wal_config = WalConfig {
+        segment_bytes: config.wal.wal_segment_bytes.max(1024 * 1024),
+        sync: match config.wal.wal_sync {
+            WalSync::Fsync => SyncMode::Fsync,
+            WalSync::None => SyncMode::None,
+        },
+        recovery: if config.wal.wal_skip_corrupt {
+            RecoveryMode::SkipCorrupt
+        } else {
+            RecoveryMode::TornTailOnly
+        },
+        min_last_seq: snapshot.tables.values().map(flushed).max().unwrap_or(0),
+        observer: Some(Arc::new(metrics.clone())),
+        ..WalConfig::default()
+    };
+    // Records at or below every table's flushed position need not even be decoded.
+    let after = snapshot.tables.values().map(flushed).min().unwrap_or(0);
+    let mut skipped = 0u64;
+    let (wal, recovery) = Wal::open(&data_dir.join("wal"), wal_config, after, |seq, payload| {
+        let replay = || -> Result<bool> {
+            let record = wal_record::decode(payload)?;
+            let (Some(meta), Some(rt)) =
+                (by_id.get(&record.table_id), tables.get(&record.table_id))
+            else {
+                return Ok(false); // the table was dropped since
+            };
+            if seq <= flushed(meta) {
+                return Ok(false); // already in a Parquet file
+            }
+            let fitted = conform(&rt.name, &record.batch, &rt.schema(), &|c| {
+                rt.is_not_null(c)
+            })?;
+            rt.append(&fitted, seq)?;
+            Ok(true)
+        };
+        match replay() {
+            Ok(true) => {
+                metrics.wal_replayed_records.inc();
+                Ok(())
+            }
+            Ok(false) => {
+                skipped += 1;
+                Ok(())
+            }
+            Err(e) => Err(skein_wal::Error::Replay {
+                seq,
+                reason: e.to_string(),
+            }),
+        }
+    })?;
+    info!(
+        replayed = metrics.wal_replayed_records.get(),
+        skipped_flushed_or_dropped = skipped,
+        last_seq = recovery.last_seq,
+        torn_bytes = recovery.torn_bytes,
+        corrupt_ranges_skipped = recovery.skipped.len(),
+        "WAL recovered"
+    );
+    for (segment, from, to) in &recovery.skipped {
+        warn!(segment = %segment.display(), from, to, "corrupt WAL bytes were skipped; rows in them are lost");
+    }
+    Ok(wal)
 }
 
 fn now_ms() -> i64 {
@@ -109,25 +234,34 @@ impl Node {
             let dir = data_dir.clone();
             blocking(move || Engine::open(&dir, threads)).await?
         };
+        let snapshot = catalog.snapshot();
+        let mut tables = HashMap::new();
+        for meta in snapshot.tables.values() {
+            let paths = table_paths(store.as_ref(), meta)?;
+            let rt = TableRuntime::open(&engine, meta, &paths)?;
+            info!(table = %meta.name, files = meta.files.len(), rows = meta.file_rows(), "table opened");
+            tables.insert(meta.id, Arc::new(rt));
+        }
+        let metrics = Metrics::new();
+        let wal = open_wal(&config, &data_dir, &snapshot, &tables, &metrics)?;
         let node = Arc::new(Self {
             config,
             catalog,
             store,
-            tables: RwLock::new(HashMap::new()),
+            tables: RwLock::new(tables),
             ddl: tokio::sync::Mutex::new(()),
             queries: Queries::default(),
             prepared: PreparedStatements::default(),
-            metrics: Metrics::new(),
+            metrics,
             flush_wakeup: Notify::new(),
+            wal: Arc::new(wal),
+            in_flight: InFlight::default(),
+            space: Notify::new(),
+            writes_stopped: parking_lot::Mutex::new(None),
             shutdown: CancellationToken::new(),
             tmp_dir,
             engine,
         });
-        let snapshot = node.catalog.snapshot();
-        for meta in snapshot.tables.values() {
-            node.open_runtime(meta.clone()).await?;
-            info!(table = %meta.name, files = meta.files.len(), rows = meta.file_rows(), "table opened");
-        }
         Ok(node)
     }
 
@@ -142,15 +276,7 @@ impl Node {
 
     /// Local paths of a table's files, for DuckDB to read.
     fn paths(&self, meta: &TableMeta) -> Result<Vec<String>> {
-        meta.files
-            .iter()
-            .map(|f| {
-                self.store
-                    .local_path(&f.key)
-                    .map(|p| p.display().to_string())
-                    .ok_or_else(|| Error::Internal(format!("object {} has no local path", f.key)))
-            })
-            .collect()
+        table_paths(self.store.as_ref(), meta)
     }
 
     /// The live table called `name` (ignoring case).
@@ -225,6 +351,7 @@ impl Node {
                     columns: columns.clone(),
                     files: Vec::new(),
                     next_file_seq: 1,
+                    flushed_wal: Default::default(),
                     created_at_ms: now_ms(),
                 };
                 state.tables.insert(CatalogState::key(name), meta.clone());
@@ -276,6 +403,7 @@ impl Node {
             .unwrap_or_else(|| rt.name.clone());
         let drop_rt = Arc::clone(&rt);
         blocking(move || drop_rt.drop_all(&view_name)).await?;
+        self.space.notify_waiters();
         if let Some(meta) = removed {
             self.delete_later(meta.files.into_iter().map(|f| f.key).collect());
         }
@@ -349,23 +477,29 @@ impl Node {
         blocking(move || rt2.add_columns(&added, &meta, &paths)).await
     }
 
-    /// Appends one batch to a table: fits it to the table's schema and buffers it. Returns the
-    /// rows accepted. When it returns, the rows are visible to queries.
+    /// Appends one batch to a table: fits it to the table's schema, logs it in the WAL, waits
+    /// until it is durable, and buffers it. Returns the rows accepted. When it returns, the rows
+    /// are durable and visible to queries.
     pub async fn append(&self, rt: &Arc<TableRuntime>, batch: &RecordBatch) -> Result<u64> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
+        self.check_writable()?;
         let fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
-        // The write-ahead log goes here: `fitted` is logged and synced before it is buffered,
-        // so that the acknowledgement below follows durability.
         let rows = fitted.num_rows() as u64;
         let bytes = fitted.get_array_memory_size() as u64;
-        let target = Arc::clone(rt);
-        blocking(move || target.append(&fitted)).await?;
+        let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
+        self.reserve(bytes).await?;
+        let seq = {
+            let _gate = rt.ingest_gate.read().await;
+            let token = self.in_flight.register(self.wal.last_seq());
+            let appended = self.append_logged(rt, fitted, payload).await;
+            self.in_flight.finish(token);
+            appended?
+        };
+        tracing::trace!(table = %rt.name, rows, seq, "appended");
         self.metrics.ingest_rows.inc_by(rows);
         self.metrics.ingest_bytes.inc_by(bytes);
-        self.metrics.buffer_rows.add(rows as i64);
-        self.metrics.buffer_bytes.add(bytes as i64);
         let level = rt.level();
         if level.rows >= self.config.flush.flush_rows
             || level.bytes >= self.config.flush.flush_bytes
@@ -373,6 +507,140 @@ impl Node {
             self.flush_wakeup.notify_one();
         }
         Ok(rows)
+    }
+
+    /// The WAL append and the buffer append of one batch; the caller holds the ingest gate.
+    async fn append_logged(
+        &self,
+        rt: &Arc<TableRuntime>,
+        fitted: RecordBatch,
+        payload: Vec<u8>,
+    ) -> Result<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.wal.append_with(payload, move |r| {
+            let _ = tx.send(r);
+        });
+        let seq = rx
+            .await
+            .map_err(|_| Error::Wal(skein_wal::Error::Closed))?
+            .map_err(|e| {
+                if let skein_wal::Error::Poisoned(reason) = &e {
+                    self.stop_writes(format!("the WAL failed to sync: {reason}"));
+                }
+                Error::Wal(e)
+            })?;
+        let target = Arc::clone(rt);
+        match blocking(move || target.append(&fitted, seq)).await {
+            Ok(()) => Ok(seq),
+            // Dropped meanwhile: replay skips records of dropped tables.
+            Err(e @ Error::UnknownTable { .. }) => Err(e),
+            Err(e) => {
+                // The record is durable but its rows are not buffered: this node's state and
+                // its WAL disagree until a restart replays the record.
+                self.stop_writes(format!(
+                    "buffering WAL record {seq} of table {:?} failed after it was logged ({e}); restart the node to replay it",
+                    rt.name
+                ));
+                Err(e)
+            }
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match self.writes_stopped.lock().as_ref() {
+            Some(reason) => Err(Error::WritesStopped(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_writes(&self, reason: String) {
+        let mut stopped = self.writes_stopped.lock();
+        if stopped.is_none() {
+            tracing::error!(reason = %reason, "this node stops accepting writes");
+            *stopped = Some(reason);
+        }
+    }
+
+    /// Why the node stopped accepting writes, if it did.
+    pub fn writes_stopped(&self) -> Option<String> {
+        self.writes_stopped.lock().clone()
+    }
+
+    /// Arrow bytes held in every table's buffer generations.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.tables
+            .read()
+            .values()
+            .map(|rt| rt.level().total_bytes)
+            .sum()
+    }
+
+    /// Waits until `bytes` more fit under `--max-buffer-bytes`, up to `--buffer-wait`.
+    async fn reserve(&self, bytes: u64) -> Result<()> {
+        let limit = self.config.wal.max_buffer_bytes;
+        let deadline = tokio::time::Instant::now() + self.config.wal.buffer_wait;
+        let mut waited = false;
+        loop {
+            let freed = self.space.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let used = self.buffered_bytes();
+            // A batch larger than the whole bound still goes in alone.
+            if used == 0 || used + bytes <= limit {
+                return Ok(());
+            }
+            if !waited {
+                waited = true;
+                self.metrics.ingest_waits.inc();
+            }
+            self.flush_wakeup.notify_one();
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.metrics.ingest_rejected.inc();
+                return Err(Error::ResourceExhausted(format!(
+                    "buffers hold {used} bytes and the bound is {limit} (--max-buffer-bytes); \
+                     flushes did not free {bytes} bytes within {} (--buffer-wait). Retry later",
+                    humantime::format_duration(self.config.wal.buffer_wait)
+                )));
+            }
+        }
+    }
+
+    /// Deletes WAL segments whose records are all in Parquet (or belong to dropped tables).
+    async fn truncate_wal(&self) -> Result<()> {
+        // Order matters: a record gets a sequence number above `last_seq` read here, or is in
+        // flight (read next), or is in a buffer (read last) or already flushed.
+        let mut upto = self.wal.last_seq();
+        if let Some(floor) = self.in_flight.min_floor() {
+            upto = upto.min(floor);
+        }
+        for rt in self.tables.read().values() {
+            if let Some(min) = rt.level().min_seq {
+                upto = upto.min(min - 1);
+            }
+        }
+        let wal = Arc::clone(&self.wal);
+        let deleted = blocking(move || Ok(wal.truncate(upto)?)).await?;
+        if deleted > 0 {
+            tracing::debug!(upto, deleted, "WAL truncated");
+        }
+        self.metrics
+            .wal_segments
+            .set(self.wal.segment_count() as i64);
+        Ok(())
+    }
+
+    /// Sets the gauges that are derived from the node's state; called before rendering metrics.
+    pub fn refresh_gauges(&self) {
+        let levels: Vec<_> = self.tables.read().values().map(|rt| rt.level()).collect();
+        self.metrics
+            .buffer_rows
+            .set(levels.iter().map(|l| l.total_rows as i64).sum());
+        self.metrics
+            .buffer_bytes
+            .set(levels.iter().map(|l| l.total_bytes as i64).sum());
+        self.metrics
+            .wal_segments
+            .set(self.wal.segment_count() as i64);
     }
 
     /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
@@ -394,7 +662,15 @@ impl Node {
         };
         let paths = self.paths(&meta)?;
         let (begin_rt, begin_meta) = (Arc::clone(rt), meta.clone());
-        let Some(generation) = blocking(move || begin_rt.begin_flush(&begin_meta, &paths)).await?
+        let begun = {
+            // No append is between its WAL record and its buffer while the generation swaps.
+            let _gate = rt.ingest_gate.write().await;
+            blocking(move || begin_rt.begin_flush(&begin_meta, &paths)).await?
+        };
+        let Some(FlushGeneration {
+            id: generation,
+            max_seq,
+        }) = begun
         else {
             return Ok(false);
         };
@@ -429,6 +705,7 @@ impl Node {
             created_at_ms: now_ms(),
         };
         let id = rt.id;
+        let node_id = self.config.node_id.clone();
         let committed = self
             .catalog
             .update(|s: &mut CatalogState| -> Result<Option<TableMeta>> {
@@ -437,6 +714,11 @@ impl Node {
                 };
                 t.files.push(file.clone());
                 t.next_file_seq = seq + 1;
+                // The file and the WAL position it covers, in one commit.
+                if let Some(max_seq) = max_seq {
+                    let position = t.flushed_wal.entry(node_id.clone()).or_default();
+                    *position = (*position).max(max_seq);
+                }
                 Ok(Some(t.clone()))
             })
             .await?;
@@ -448,9 +730,12 @@ impl Node {
         let paths = self.paths(&meta)?;
         let finish_rt = Arc::clone(rt);
         blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
+        self.space.notify_waiters();
         self.metrics.flushes.inc();
         self.metrics.flushed_rows.inc_by(rows);
-        self.metrics.buffer_rows.sub(rows as i64);
+        if let Err(e) = self.truncate_wal().await {
+            warn!(error = %e, "WAL truncation failed; will retry after the next flush");
+        }
         info!(table = %rt.name, rows, bytes, object_key = %key, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(true)
     }
@@ -464,12 +749,6 @@ impl Node {
         for rt in targets {
             self.flush_table(&rt).await?;
         }
-        self.metrics.buffer_bytes.set(
-            self.list_tables()
-                .iter()
-                .map(|(_, rt)| rt.level().bytes as i64)
-                .sum(),
-        );
         Ok(())
     }
 
@@ -495,9 +774,12 @@ impl Node {
                 _ = self.flush_wakeup.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
             }
+            // Near the buffer bound, every buffer is due, so that writers get space soon.
+            let pressed = self.buffered_bytes() >= self.config.wal.max_buffer_bytes / 2;
             for (_, rt) in self.list_tables() {
                 let level = rt.level();
-                let due = level.pending
+                let due = (pressed && level.rows > 0)
+                    || level.pending
                     || level.rows >= flush.flush_rows
                     || level.bytes >= flush.flush_bytes
                     || level.age.is_some_and(|a| a >= flush.flush_interval);

@@ -31,6 +31,10 @@ pub struct TableRuntime {
     not_null: RwLock<HashSet<String>>,
     /// Held by a flush or a schema change from start to end, so that they never interleave.
     pub maintenance: tokio::sync::Mutex<()>,
+    /// Held shared by an append from its WAL record to its buffer append, and exclusively by the
+    /// generation swap of a flush: so a generation holds every record of the table up to its
+    /// highest sequence number, and the flushed WAL position is exact.
+    pub ingest_gate: tokio::sync::RwLock<()>,
     /// The buffer; appends, generation swaps and view changes hold it.
     buffer: Mutex<Buffer>,
 }
@@ -44,35 +48,81 @@ impl std::fmt::Debug for TableRuntime {
     }
 }
 
+/// One buffer generation: a DuckDB table of rows not yet in Parquet.
+#[derive(Debug, Clone, Copy)]
+struct Generation {
+    id: u64,
+    /// Rows appended.
+    rows: u64,
+    /// Arrow bytes appended.
+    bytes: u64,
+    /// When the first row came.
+    oldest: Option<Instant>,
+    /// Lowest and highest WAL sequence numbers of the records appended.
+    seqs: Option<(u64, u64)>,
+}
+
+impl Generation {
+    fn new(id: u64) -> Self {
+        Self {
+            id,
+            rows: 0,
+            bytes: 0,
+            oldest: None,
+            seqs: None,
+        }
+    }
+}
+
 /// The buffer of one table.
 struct Buffer {
     /// The connection used for this table's appends and view changes.
     conn: Connection,
-    /// Generation appends go to.
-    active: u64,
+    /// The generation appends go to.
+    active: Generation,
     /// Older generations still being flushed (visible until their file is committed).
-    flushing: Vec<u64>,
-    /// Rows in the active generation.
-    rows: u64,
-    /// Arrow bytes appended to the active generation.
-    bytes: u64,
-    /// When the active generation got its first row.
-    oldest: Option<Instant>,
+    flushing: Vec<Generation>,
     /// Set once the table is dropped; appends then fail.
     dropped: bool,
+}
+
+impl Buffer {
+    fn generations(&self) -> impl Iterator<Item = &Generation> {
+        self.flushing.iter().chain(std::iter::once(&self.active))
+    }
+
+    fn generation_ids(&self) -> Vec<u64> {
+        self.generations().map(|g| g.id).collect()
+    }
 }
 
 /// How full a buffer is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BufferLevel {
-    /// Rows not yet flushed (all generations).
+    /// Rows in the active generation.
     pub rows: u64,
     /// Arrow bytes in the active generation.
     pub bytes: u64,
-    /// Age of the oldest unflushed row in the active generation.
+    /// Age of the oldest row in the active generation.
     pub age: Option<std::time::Duration>,
     /// Whether an earlier flush left a generation behind.
     pub pending: bool,
+    /// Rows in every generation (what is not yet in Parquet).
+    pub total_rows: u64,
+    /// Arrow bytes in every generation.
+    pub total_bytes: u64,
+    /// The lowest WAL sequence number any generation holds: the WAL must keep it.
+    pub min_seq: Option<u64>,
+}
+
+/// A generation handed to a flush.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushGeneration {
+    /// Its id.
+    pub id: u64,
+    /// The highest WAL sequence number in it: with the file committed, every record of the
+    /// table up to here is in Parquet.
+    pub max_seq: Option<u64>,
 }
 
 fn buffer_table(id: u64, generation: u64) -> String {
@@ -176,13 +226,11 @@ impl TableRuntime {
             schema: RwLock::new(schema),
             not_null: RwLock::new(not_null_set(&meta.columns)),
             maintenance: tokio::sync::Mutex::new(()),
+            ingest_gate: tokio::sync::RwLock::new(()),
             buffer: Mutex::new(Buffer {
                 conn,
-                active: generation,
+                active: Generation::new(generation),
                 flushing: Vec::new(),
-                rows: 0,
-                bytes: 0,
-                oldest: None,
                 dropped: false,
             }),
         })
@@ -198,23 +246,28 @@ impl TableRuntime {
         self.not_null.read().contains(&column.to_lowercase())
     }
 
-    /// Appends a batch already fitted to [`Self::schema`].
-    pub fn append(&self, batch: &RecordBatch) -> Result<()> {
+    /// Appends a batch already fitted to [`Self::schema`], logged in the WAL as `seq`.
+    pub fn append(&self, batch: &RecordBatch, seq: u64) -> Result<()> {
         let mut buf = self.buffer.lock();
         if buf.dropped {
             return Err(Error::UnknownTable {
                 table: self.name.clone(),
             });
         }
-        let table = format!("t{}_g{}", self.id, buf.active);
+        let table = format!("t{}_g{}", self.id, buf.active.id);
         {
             let mut appender = buf.conn.appender_to_db(&table, BUFFER_SCHEMA)?;
             appender.append_record_batch(batch.clone())?;
             appender.flush()?;
         }
-        buf.rows += batch.num_rows() as u64;
-        buf.bytes += batch.get_array_memory_size() as u64;
-        buf.oldest.get_or_insert_with(Instant::now);
+        let g = &mut buf.active;
+        g.rows += batch.num_rows() as u64;
+        g.bytes += batch.get_array_memory_size() as u64;
+        g.oldest.get_or_insert_with(Instant::now);
+        g.seqs = Some(match g.seqs {
+            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+            None => (seq, seq),
+        });
         Ok(())
     }
 
@@ -222,24 +275,35 @@ impl TableRuntime {
     pub fn level(&self) -> BufferLevel {
         let buf = self.buffer.lock();
         BufferLevel {
-            rows: buf.rows,
-            bytes: buf.bytes,
-            age: buf.oldest.map(|t| t.elapsed()),
+            rows: buf.active.rows,
+            bytes: buf.active.bytes,
+            age: buf.active.oldest.map(|t| t.elapsed()),
             pending: !buf.flushing.is_empty(),
+            total_rows: buf.generations().map(|g| g.rows).sum(),
+            total_bytes: buf.generations().map(|g| g.bytes).sum(),
+            min_seq: buf.generations().filter_map(|g| g.seqs.map(|s| s.0)).min(),
         }
     }
 
     /// Starts a flush: returns the generation to write out (an earlier unfinished one first),
-    /// or `None` if there is nothing to flush. New appends go to a fresh generation.
-    pub fn begin_flush(&self, meta: &TableMeta, paths: &[String]) -> Result<Option<u64>> {
+    /// or `None` if there is nothing to flush. New appends go to a fresh generation. The caller
+    /// holds [`Self::ingest_gate`] exclusively.
+    pub fn begin_flush(
+        &self,
+        meta: &TableMeta,
+        paths: &[String],
+    ) -> Result<Option<FlushGeneration>> {
         let mut buf = self.buffer.lock();
         if let Some(g) = buf.flushing.first() {
-            return Ok(Some(*g));
+            return Ok(Some(FlushGeneration {
+                id: g.id,
+                max_seq: g.seqs.map(|s| s.1),
+            }));
         }
-        if buf.rows == 0 || buf.dropped {
+        if buf.active.rows == 0 || buf.dropped {
             return Ok(None);
         }
-        let old = buf.active;
+        let old = buf.active.id;
         let new = old + 1;
         let generations = [old, new];
         transaction(
@@ -253,12 +317,12 @@ impl TableRuntime {
                 view_sql(meta, paths, &generations),
             ],
         )?;
-        buf.flushing.push(old);
-        buf.active = new;
-        buf.rows = 0;
-        buf.bytes = 0;
-        buf.oldest = None;
-        Ok(Some(old))
+        let flushed = std::mem::replace(&mut buf.active, Generation::new(new));
+        buf.flushing.push(flushed);
+        Ok(Some(FlushGeneration {
+            id: old,
+            max_seq: flushed.seqs.map(|s| s.1),
+        }))
     }
 
     /// Writes generation `generation` to a Parquet file at `path` (zstd, with statistics).
@@ -279,13 +343,11 @@ impl TableRuntime {
     /// and the flushed generation is dropped, in one transaction.
     pub fn finish_flush(&self, generation: u64, meta: &TableMeta, paths: &[String]) -> Result<()> {
         let mut buf = self.buffer.lock();
-        let mut remaining: Vec<u64> = buf
-            .flushing
-            .iter()
-            .copied()
+        let remaining: Vec<u64> = buf
+            .generation_ids()
+            .into_iter()
             .filter(|g| *g != generation)
             .collect();
-        remaining.push(buf.active);
         transaction(
             &buf.conn,
             &[
@@ -293,7 +355,7 @@ impl TableRuntime {
                 format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, generation)),
             ],
         )?;
-        buf.flushing.retain(|g| *g != generation);
+        buf.flushing.retain(|g| g.id != generation);
         Ok(())
     }
 
@@ -305,8 +367,7 @@ impl TableRuntime {
         paths: &[String],
     ) -> Result<()> {
         let buf = self.buffer.lock();
-        let mut generations = buf.flushing.clone();
-        generations.push(buf.active);
+        let generations = buf.generation_ids();
         let mut statements = Vec::new();
         for g in &generations {
             for c in added {
@@ -322,7 +383,7 @@ impl TableRuntime {
         transaction(&buf.conn, &statements)?;
         let schema = result_schema(
             &buf.conn,
-            &format!("SELECT * FROM {}", buffer_table(self.id, buf.active)),
+            &format!("SELECT * FROM {}", buffer_table(self.id, buf.active.id)),
         )?;
         *self.schema.write() = schema;
         *self.not_null.write() = not_null_set(&meta.columns);
@@ -333,14 +394,13 @@ impl TableRuntime {
     pub fn drop_all(&self, name_in_view: &str) -> Result<()> {
         let mut buf = self.buffer.lock();
         let mut statements = vec![format!("DROP VIEW IF EXISTS main.{}", ident(name_in_view))];
-        for g in buf.flushing.iter().chain(std::iter::once(&buf.active)) {
-            statements.push(format!(
-                "DROP TABLE IF EXISTS {}",
-                buffer_table(self.id, *g)
-            ));
+        for g in buf.generation_ids() {
+            statements.push(format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, g)));
         }
         transaction(&buf.conn, &statements)?;
         buf.dropped = true;
+        buf.flushing.clear();
+        buf.active = Generation::new(buf.active.id);
         Ok(())
     }
 }

@@ -61,6 +61,10 @@ pub struct TableMeta {
     /// Sequence number for the next file's key.
     #[serde(default)]
     pub next_file_seq: u64,
+    /// Per node id: the WAL position up to which this table's records are in `files`. Advanced
+    /// in the same commit as the file that holds them; replay skips records at or below it.
+    #[serde(default)]
+    pub flushed_wal: std::collections::BTreeMap<String, u64>,
     /// When the table was created, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
 }
@@ -282,6 +286,7 @@ mod tests {
             }],
             files: vec![],
             next_file_seq: 0,
+            flushed_wal: Default::default(),
             created_at_ms: 0,
         }
     }

@@ -38,6 +38,14 @@ pub enum Error {
     /// The log was closed.
     #[error("the WAL is closed")]
     Closed,
+    /// The replay callback refused a record.
+    #[error("replaying WAL record {seq} failed: {reason}")]
+    Replay {
+        /// The record's sequence number.
+        seq: u64,
+        /// What went wrong.
+        reason: String,
+    },
     /// A record larger than the log accepts.
     #[error("record of {0} bytes exceeds the WAL's record limit")]
     TooLarge(usize),

@@ -10,7 +10,8 @@
 //!
 //! Promises:
 //! - With [`SyncMode::Fsync`], a record is on disk when its append returns `Ok`.
-//! - Opening the log replays every record after a given sequence number exactly once, in order.
+//! - Opening the log replays every record after a given sequence number exactly once, in order,
+//!   and sequence numbers never repeat (not even after every segment was truncated).
 //! - A torn tail (a last record cut short or zeroed) is truncated with a warning; a bad record
 //!   with valid records after it stops the open with [`Error::CorruptRecord`] naming segment and
 //!   offset, unless [`RecoveryMode::SkipCorrupt`] is chosen, which logs what it skips.
@@ -25,7 +26,7 @@ pub mod log;
 pub mod segment;
 
 pub use error::{Error, Result};
-pub use log::{Recovery, RecoveryMode, SyncMode, Wal, WalConfig};
+pub use log::{Observer, Recovery, RecoveryMode, SyncMode, Wal, WalConfig};
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,6 +35,13 @@ pub enum RecoveryMode {
     SkipCorrupt,
 }
 
+/// Told about every group the writer puts on disk (for metrics).
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// A group of `records` records, `bytes` bytes framed, was written; `sync` is how long its
+    /// sync took (`None` without syncing).
+    fn group_written(&self, records: usize, bytes: usize, sync: Option<Duration>);
+}
+
 /// Settings of the log.
 #[derive(Debug, Clone)]
 pub struct WalConfig {
@@ -49,6 +57,11 @@ pub struct WalConfig {
     pub group_wait: Duration,
     /// Appends that may wait for the writer at once (the bound of its queue).
     pub queue_depth: usize,
+    /// New records get sequence numbers above this, even if the log is empty: the highest
+    /// sequence number recorded anywhere else (a flushed position), so numbers never repeat.
+    pub min_last_seq: u64,
+    /// Told about every group written.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for WalConfig {
@@ -60,6 +73,8 @@ impl Default for WalConfig {
             group_bytes: 8 * 1024 * 1024,
             group_wait: Duration::from_micros(200),
             queue_depth: 1024,
+            min_last_seq: 0,
+            observer: None,
         }
     }
 }
@@ -91,6 +106,8 @@ struct Shared {
     segments: Mutex<Vec<(u64, PathBuf)>>,
     /// Set when a sync failed: the reason.
     poisoned: Mutex<Option<String>>,
+    /// The last sequence number given to a record (written or being written).
+    last_assigned: AtomicU64,
 }
 
 /// A segmented write-ahead log.
@@ -143,7 +160,9 @@ impl Wal {
         let count = segments.len();
         for (i, (_, path)) in segments.iter().enumerate() {
             let buf = std::fs::read(path).map_err(io(path))?;
-            segment::check_header(path, &buf)?;
+            let first_seq = segment::check_header(path, &buf)?;
+            // An empty segment still says where numbering stood.
+            recovery.last_seq = recovery.last_seq.max(first_seq.saturating_sub(1));
             let mut start = SEGMENT_HEADER_BYTES;
             loop {
                 let (found, end) = segment::scan(&buf, start, recovery.last_seq);
@@ -200,7 +219,7 @@ impl Wal {
                 }
             }
         }
-        let next = recovery.last_seq + 1;
+        let next = recovery.last_seq.max(config.min_last_seq) + 1;
         let (file, path) = create_segment(dir, next)?;
         let mut all = segments;
         all.push((next, path.clone()));
@@ -208,6 +227,7 @@ impl Wal {
             dir: dir.to_path_buf(),
             segments: Mutex::new(all),
             poisoned: Mutex::new(None),
+            last_assigned: AtomicU64::new(next - 1),
         });
         let (sender, receiver) = sync_channel(config.queue_depth.max(1));
         let writer_shared = Arc::clone(&shared);
@@ -264,6 +284,12 @@ impl Wal {
             let _ = tx.send(r);
         });
         rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// The last sequence number given to a record. A record appended after this call returns
+    /// gets a higher one.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_assigned.load(Ordering::SeqCst)
     }
 
     /// Why the log stopped accepting writes, if it did.
@@ -376,10 +402,20 @@ impl Writer {
             frame::encode(self.next, &r.payload, buf);
             self.next += 1;
         }
+        self.shared
+            .last_assigned
+            .store(self.next - 1, Ordering::SeqCst);
         self.file.write_all(buf).map_err(io(&self.path))?;
         self.size += buf.len() as u64;
-        if self.config.sync == SyncMode::Fsync {
+        let sync = if self.config.sync == SyncMode::Fsync {
+            let started = Instant::now();
             self.file.sync_data().map_err(io(&self.path))?;
+            Some(started.elapsed())
+        } else {
+            None
+        };
+        if let Some(o) = &self.config.observer {
+            o.group_written(group.len(), buf.len(), sync);
         }
         Ok(())
     }

@@ -188,3 +188,66 @@ fn unsynced_mode_still_replays() {
     let (_, seen) = reopen(dir.path(), cfg, 0).expect("reopen");
     assert_eq!(seen, vec![(1, b"x".to_vec())]);
 }
+
+#[test]
+fn numbering_never_repeats_after_truncation_or_a_lost_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = reopen(dir.path(), config(), 0).expect("open");
+    for i in 0..50u64 {
+        wal.append(vec![i as u8; 100]).expect("append");
+    }
+    assert_eq!(wal.last_seq(), 50);
+    wal.truncate(50).expect("truncate");
+    drop(wal);
+    // Reopening leaves only empty segments, whose headers still carry the numbering.
+    let (wal, seen) = reopen(dir.path(), config(), 50).expect("reopen");
+    assert!(seen.is_empty());
+    assert_eq!(wal.append(b"next".to_vec()).expect("append"), 51);
+    drop(wal);
+    // With the directory gone, the floor given by the caller holds.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let floor = WalConfig {
+        min_last_seq: 51,
+        ..config()
+    };
+    let (wal, _) = reopen(empty.path(), floor, 51).expect("open empty");
+    assert_eq!(wal.last_seq(), 51);
+    assert_eq!(wal.append(b"after".to_vec()).expect("append"), 52);
+}
+
+#[derive(Debug, Default)]
+struct Counting {
+    records: std::sync::atomic::AtomicUsize,
+    groups: std::sync::atomic::AtomicUsize,
+    synced: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::Observer for Counting {
+    fn group_written(&self, records: usize, _bytes: usize, sync: Option<std::time::Duration>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.records.fetch_add(records, SeqCst);
+        self.groups.fetch_add(1, SeqCst);
+        if sync.is_some() {
+            self.synced.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+#[test]
+fn the_observer_sees_every_record_and_sync() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counting = Arc::new(Counting::default());
+    let observed = WalConfig {
+        observer: Some(counting.clone()),
+        ..config()
+    };
+    let (wal, _) = reopen(dir.path(), observed, 0).expect("open");
+    for i in 0..20u64 {
+        wal.append(vec![i as u8; 10]).expect("append");
+    }
+    assert_eq!(counting.records.load(SeqCst), 20);
+    // Appends one after another are never grouped.
+    assert_eq!(counting.groups.load(SeqCst), 20);
+    assert_eq!(counting.synced.load(SeqCst), 20);
+}
