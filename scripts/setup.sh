@@ -20,3 +20,8 @@ if [ ! -x "$SKEIN_TOOLS/bin/flight_sql_client" ]; then
   cargo install --quiet --locked arrow-flight@60.1.0 --features cli,flight-sql,tls-ring --bin flight_sql_client \
     --root "$SKEIN_TOOLS" --target-dir "$CARGO_TARGET_DIR/tools"
 fi
+
+# cargo-fuzz, for the bounded fuzzing run of the WAL decoder.
+if [ ! -x "$SKEIN_TOOLS/bin/cargo-fuzz" ]; then
+  cargo install --quiet --locked cargo-fuzz@0.13.2 --root "$SKEIN_TOOLS" --target-dir "$CARGO_TARGET_DIR/tools"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test: Rust unit and integration tests, then the
 # end-to-end tests that drive real skein-server processes with ADBC, pyarrow and arrow-rs's
-# flight_sql_client. Everything builds with the release profile into one shared target
+# flight_sql_client (including the SIGKILL crash test), with a bounded fuzzing run of the WAL
+# decoder in between. Everything builds with the release profile into one shared target
 # directory, so the bundled DuckDB is compiled once per machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --workspace --all-targets
 cargo test --release --workspace
+scripts/fuzz.sh 30
 SKEIN_SERVER_BIN="$CARGO_TARGET_DIR/release/skein-server" \
 FLIGHT_SQL_CLIENT="$SKEIN_TOOLS/bin/flight_sql_client" \
   "$SKEIN_VENV/bin/python" -m pytest -q tests/python "$@"
