@@ -402,6 +402,7 @@ impl Node {
             .map(|m| m.name.clone())
             .unwrap_or_else(|| rt.name.clone());
         let drop_rt = Arc::clone(&rt);
+        let _gate = rt.ingest_gate.write().await;
         blocking(move || drop_rt.drop_all(&view_name)).await?;
         self.space.notify_waiters();
         if let Some(meta) = removed {
@@ -474,6 +475,7 @@ impl Node {
             .await?;
         let paths = self.paths(&meta)?;
         let rt2 = Arc::clone(&rt);
+        let _gate = rt.ingest_gate.write().await;
         blocking(move || rt2.add_columns(&added, &meta, &paths)).await
     }
 
@@ -485,13 +487,19 @@ impl Node {
             return Ok(0);
         }
         self.check_writable()?;
-        let fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
+        let schema = rt.schema();
+        let mut fitted = conform(&rt.name, batch, &schema, &|c| rt.is_not_null(c))?;
         let rows = fitted.num_rows() as u64;
         let bytes = fitted.get_array_memory_size() as u64;
-        let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
+        // Wait for space before taking the gate: a flush needs the gate to free space.
         self.reserve(bytes).await?;
         let seq = {
             let _gate = rt.ingest_gate.read().await;
+            if !Arc::ptr_eq(&schema, &rt.schema()) {
+                // A column was added meanwhile.
+                fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
+            }
+            let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
             let token = self.in_flight.register(self.wal.last_seq());
             let appended = self.append_logged(rt, fitted, payload).await;
             self.in_flight.finish(token);

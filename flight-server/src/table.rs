@@ -35,8 +35,10 @@ pub struct TableRuntime {
     /// generation swap of a flush: so a generation holds every record of the table up to its
     /// highest sequence number, and the flushed WAL position is exact.
     pub ingest_gate: tokio::sync::RwLock<()>,
-    /// The buffer; appends, generation swaps and view changes hold it.
+    /// The buffer's bookkeeping; generation swaps and view changes hold it.
     buffer: Mutex<Buffer>,
+    /// Idle connections for appends, so that concurrent writers append in parallel.
+    append_connections: Mutex<Vec<Connection>>,
 }
 
 impl std::fmt::Debug for TableRuntime {
@@ -233,6 +235,7 @@ impl TableRuntime {
                 flushing: Vec::new(),
                 dropped: false,
             }),
+            append_connections: Mutex::new(Vec::new()),
         })
     }
 
@@ -246,19 +249,39 @@ impl TableRuntime {
         self.not_null.read().contains(&column.to_lowercase())
     }
 
-    /// Appends a batch already fitted to [`Self::schema`], logged in the WAL as `seq`.
+    /// Appends a batch already fitted to [`Self::schema`], logged in the WAL as `seq`. The
+    /// caller holds [`Self::ingest_gate`] shared (or is alone, as replay is), so the active
+    /// generation stays the same while appends run in parallel on their own connections.
     pub fn append(&self, batch: &RecordBatch, seq: u64) -> Result<()> {
-        let mut buf = self.buffer.lock();
-        if buf.dropped {
-            return Err(Error::UnknownTable {
-                table: self.name.clone(),
-            });
-        }
-        let table = format!("t{}_g{}", self.id, buf.active.id);
-        {
-            let mut appender = buf.conn.appender_to_db(&table, BUFFER_SCHEMA)?;
+        let (generation, conn) = {
+            let buf = self.buffer.lock();
+            if buf.dropped {
+                return Err(Error::UnknownTable {
+                    table: self.name.clone(),
+                });
+            }
+            let idle = self.append_connections.lock().pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => buf.conn.try_clone()?,
+            };
+            (buf.active.id, conn)
+        };
+        let table = format!("t{}_g{generation}", self.id);
+        let appended = (|| -> Result<()> {
+            let mut appender = conn.appender_to_db(&table, BUFFER_SCHEMA)?;
             appender.append_record_batch(batch.clone())?;
             appender.flush()?;
+            Ok(())
+        })();
+        self.append_connections.lock().push(conn);
+        appended?;
+        let mut buf = self.buffer.lock();
+        if buf.active.id != generation {
+            return Err(Error::Internal(format!(
+                "table {:?}: generation {generation} was swapped during an append",
+                self.name
+            )));
         }
         let g = &mut buf.active;
         g.rows += batch.num_rows() as u64;
@@ -398,6 +421,7 @@ impl TableRuntime {
             statements.push(format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, g)));
         }
         transaction(&buf.conn, &statements)?;
+        self.append_connections.lock().clear();
         buf.dropped = true;
         buf.flushing.clear();
         buf.active = Generation::new(buf.active.id);

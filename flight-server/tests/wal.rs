@@ -235,3 +235,54 @@ async fn writers_past_the_buffer_bound_wait_for_a_flush_then_give_up() {
         .expect("accepted after the flush");
     assert_eq!(summary(&node), expected(&[(0, 20_000), (30_000, 40_000)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_flushes_and_a_new_column_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = open(config(dir.path())).await;
+    create(&node).await;
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let node = Arc::clone(&node);
+            tokio::spawn(async move {
+                for i in 0..50i64 {
+                    let from = (w * 50 + i) * 100;
+                    append(&node, from, from + 100).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    let maintenance = {
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            for round in 0..5 {
+                node.flush_all(None).await.expect("flush");
+                if round == 2 {
+                    let mut columns = node
+                        .catalog
+                        .snapshot()
+                        .table("t")
+                        .expect("meta")
+                        .columns
+                        .clone();
+                    columns.push(ColumnMeta {
+                        name: "extra".into(),
+                        sql_type: "VARCHAR".into(),
+                        nullable: true,
+                    });
+                    node.add_columns("t", columns).await.expect("add column");
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    maintenance.await.expect("maintenance");
+    assert_eq!(node.writes_stopped(), None);
+    assert_eq!(summary(&node), expected(&[(0, 20_000)]));
+    drop(node);
+    let node = open(config(dir.path())).await;
+    assert_eq!(summary(&node), expected(&[(0, 20_000)]));
+}
