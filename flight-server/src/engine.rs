@@ -32,6 +32,9 @@ unsafe impl Sync for RawDatabase {}
 pub struct Engine {
     /// A connection kept open for cloning; every request gets its own clone.
     root: Mutex<Option<Connection>>,
+    /// Connections returned by queries, reused by the next ones (opening one costs more than a
+    /// small query).
+    idle: Mutex<Vec<Connection>>,
     /// The database itself.
     raw: RawDatabase,
     /// The catalog name DuckDB reports for the database (what Flight SQL calls the catalog).
@@ -40,6 +43,7 @@ pub struct Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.idle.lock().clear();
         self.root.lock().take();
         // SAFETY: opened by `Engine::open`, closed once, after the last connection of ours.
         unsafe { duckdb::ffi::duckdb_close(&mut self.raw.0) };
@@ -51,6 +55,41 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("catalog_name", &self.catalog_name)
             .finish()
+    }
+}
+
+/// Most idle connections kept for reuse.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
+/// A connection borrowed from the engine's pool.
+pub struct PooledConnection<'a> {
+    conn: Option<Connection>,
+    engine: &'a Engine,
+}
+
+impl std::fmt::Debug for PooledConnection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConnection").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for PooledConnection<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        // Present from creation until drop.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for PooledConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.engine.idle.lock();
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
+        }
     }
 }
 
@@ -114,6 +153,7 @@ impl Engine {
         let catalog_name: String = conn.query_row("SELECT current_database()", [], |r| r.get(0))?;
         Ok(Self {
             root: Mutex::new(Some(conn)),
+            idle: Mutex::new(Vec::new()),
             raw,
             catalog_name,
         })
@@ -130,6 +170,19 @@ impl Engine {
             Some(root) => Ok(root.try_clone()?),
             None => Err(Error::ShuttingDown),
         }
+    }
+
+    /// A connection from the pool of idle ones (or a new one); it goes back when dropped.
+    pub fn pooled(&self) -> Result<PooledConnection<'_>> {
+        let idle = self.idle.lock().pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        Ok(PooledConnection {
+            conn: Some(conn),
+            engine: self,
+        })
     }
 
     /// DuckDB's inferred types of the statement's parameters, in order (`None` where it could

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 /// Tickets never fetched are forgotten after this long.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Registry size at which unfetched tickets are swept.
+const SWEEP_AT: usize = 1024;
 
 #[derive(Default)]
 struct Entry {
@@ -47,9 +49,12 @@ impl Queries {
     /// Records a newly issued query id.
     pub fn issue(&self, id: &str) {
         let mut entries = self.entries.lock();
-        entries.retain(|_, e| {
-            !e.interrupts.is_empty() || e.created.is_some_and(|c| c.elapsed() < FORGET_AFTER)
-        });
+        // Finished queries leave by themselves; tickets never fetched are swept now and then.
+        if entries.len() >= SWEEP_AT {
+            entries.retain(|_, e| {
+                !e.interrupts.is_empty() || e.created.is_some_and(|c| c.elapsed() < FORGET_AFTER)
+            });
+        }
         entries.insert(
             id.to_string(),
             Entry {
@@ -79,19 +84,23 @@ impl Queries {
         Ok(())
     }
 
-    /// The error a query ends with when it was stopped (cancelled or past its time), if it was.
-    pub fn stop_error(&self, id: &str, timeout: Option<Duration>) -> Option<Error> {
-        let entries = self.entries.lock();
-        let stop = entries.get(id)?.stopped?;
-        Some(stop_error(id, stop, timeout))
-    }
-
-    /// The query stopped running on `interrupt`'s connection.
-    pub fn finish(&self, id: &str, interrupt: &Arc<InterruptHandle>) {
+    /// The query stopped running on `interrupt`'s connection. Returns the error it ends with
+    /// if it was stopped (cancelled, or past its `timeout`).
+    pub fn finish(
+        &self,
+        id: &str,
+        interrupt: &Arc<InterruptHandle>,
+        timeout: Option<Duration>,
+    ) -> Option<Error> {
         let mut entries = self.entries.lock();
-        if let Some(e) = entries.get_mut(id) {
-            e.interrupts.retain(|i| !Arc::ptr_eq(i, interrupt));
+        let e = entries.get_mut(id)?;
+        e.interrupts.retain(|i| !Arc::ptr_eq(i, interrupt));
+        let stopped = e.stopped.map(|stop| stop_error(id, stop, timeout));
+        if e.interrupts.is_empty() {
+            // Done: a fetch of the same ticket again starts afresh.
+            entries.remove(id);
         }
+        stopped
     }
 
     /// Cancels the query: interrupts it if running, and refuses it if it starts later.

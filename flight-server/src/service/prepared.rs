@@ -36,7 +36,7 @@ pub(crate) async fn create(
     let worker = Arc::clone(node);
     let text = sql.clone();
     let (dataset, parameters) = blocking(move || {
-        let conn = worker.engine.connect()?;
+        let conn = worker.engine.pooled()?;
         if unparsed {
             ensure_select(&conn, &text)?;
         }

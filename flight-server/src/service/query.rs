@@ -77,7 +77,7 @@ pub(crate) async fn statement_info(
     let unparsed = matches!(plan, Plan::Unparsed);
     let (engine_node, text) = (Arc::clone(node), sql.to_string());
     let schema = blocking(move || {
-        let conn = engine_node.engine.connect()?;
+        let conn = engine_node.engine.pooled()?;
         if unparsed {
             ensure_select(&conn, &text)?;
         }
@@ -135,7 +135,7 @@ pub(crate) async fn run(
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
         let outcome = (|| -> Result<()> {
-            let conn = worker.engine.connect()?;
+            let conn = worker.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
             let timeout = worker.config.query_timeout();
             worker
@@ -174,9 +174,9 @@ pub(crate) async fn run(
                 }
                 Ok(())
             })();
-            worker.queries.finish(&query_id, &interrupt);
+            let stopped = worker.queries.finish(&query_id, &interrupt, timeout);
             // An interrupted query fails with DuckDB's INTERRUPT error; say why it was stopped.
-            result.map_err(|e| worker.queries.stop_error(&query_id, timeout).unwrap_or(e))
+            result.map_err(|e| stopped.unwrap_or(e))
         })();
         timer.observe_duration();
         if let Err(e) = outcome {
