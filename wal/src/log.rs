@@ -157,6 +157,16 @@ impl Wal {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let segments = segment::list(dir)?;
         let mut recovery = Recovery::default();
+        let mut segments = segments;
+        if let Some((_, last)) = segments.last() {
+            let len = std::fs::metadata(last).map_err(io(last))?.len();
+            if len < SEGMENT_HEADER_BYTES as u64 {
+                // Created by a roll that crashed before its header was written: nothing in it.
+                warn!(segment = %last.display(), bytes = len, "removing a WAL segment whose header was never completed");
+                std::fs::remove_file(last).map_err(io(last))?;
+                segments.pop();
+            }
+        }
         let count = segments.len();
         for (i, (_, path)) in segments.iter().enumerate() {
             let buf = std::fs::read(path).map_err(io(path))?;
@@ -221,7 +231,10 @@ impl Wal {
         }
         let next = recovery.last_seq.max(config.min_last_seq) + 1;
         let (file, path) = create_segment(dir, next)?;
+        // An empty last segment has this very name and was just recreated: list it once, or
+        // truncating its "older" twin would delete the file being written.
         let mut all = segments;
+        all.retain(|(first, _)| *first != next);
         all.push((next, path.clone()));
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),

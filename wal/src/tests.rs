@@ -251,3 +251,41 @@ fn the_observer_sees_every_record_and_sync() {
     assert_eq!(counting.groups.load(SeqCst), 20);
     assert_eq!(counting.synced.load(SeqCst), 20);
 }
+
+#[test]
+fn reopening_on_an_empty_last_segment_never_truncates_the_live_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = reopen(dir.path(), config(), 0).expect("open");
+    for i in 0..5u64 {
+        wal.append(vec![i as u8; 10]).expect("append");
+    }
+    drop(wal);
+    // A restart that writes nothing leaves an empty last segment (first record 6) behind.
+    let (wal, _) = reopen(dir.path(), config(), 0).expect("reopen without writes");
+    drop(wal);
+    // The next start recreates that same segment and writes into it.
+    let (wal, _) = reopen(dir.path(), config(), 0).expect("reopen");
+    for i in 5..8u64 {
+        assert_eq!(wal.append(vec![i as u8; 10]).expect("append"), i + 1);
+    }
+    // Records 1..=5 are flushed: their segment goes, the live one must stay.
+    wal.truncate(5).expect("truncate");
+    drop(wal);
+    let (_, seen) = reopen(dir.path(), config(), 5).expect("reopen after truncation");
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![6, 7, 8]);
+}
+
+#[test]
+fn a_last_segment_without_its_header_is_a_torn_roll() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = reopen(dir.path(), config(), 0).expect("open");
+    for i in 0..3u64 {
+        wal.append(vec![i as u8; 10]).expect("append");
+    }
+    drop(wal);
+    // A roll that crashed after creating the file and before writing its whole header.
+    std::fs::write(dir.path().join(segment::file_name(4)), b"SKEIN").expect("write");
+    let (wal, seen) = reopen(dir.path(), config(), 0).expect("a torn roll is not corruption");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(wal.append(b"next".to_vec()).expect("append"), 4);
+}
