@@ -41,3 +41,18 @@ def test_health_and_metrics(node):
     metrics = node.http_get("/metrics")
     assert "skein_ingest_rows_total 10" in metrics
     assert 'skein_requests_total{code="Ok",method="DoPut.StatementIngest"} 1' in metrics
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    # One batch: one WAL record, synced, and its rows held in the buffer until a flush.
+    assert values["skein_wal_records_total"] == 1
+    assert values["skein_wal_syncs_total"] == 1
+    assert values["skein_wal_sync_duration_seconds_count"] == 1
+    assert values["skein_wal_bytes_total"] > 80  # the 10 int64 values and their framing
+    assert values["skein_buffer_rows"] == 10
+    node.flush("m")
+    metrics = node.http_get("/metrics")
+    assert "skein_buffer_rows 0" in metrics
+    assert "skein_buffer_bytes 0" in metrics
