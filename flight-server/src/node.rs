@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::prepared::PreparedStatements;
-use crate::queries::Queries;
+use crate::queries::{Queries, SchemaCache};
 use crate::table::{FlushGeneration, TableRuntime};
 use crate::types::conform;
 use crate::wal_record;
@@ -55,6 +55,8 @@ pub struct Node {
     ddl: tokio::sync::Mutex<()>,
     /// Queries that have a ticket out, for cancellation.
     pub queries: Queries,
+    /// Result schemas of recent queries.
+    pub schemas: SchemaCache,
     /// Open prepared statements.
     pub prepared: PreparedStatements,
     /// Prometheus metrics.
@@ -252,6 +254,7 @@ impl Node {
             tables: RwLock::new(tables),
             ddl: tokio::sync::Mutex::new(()),
             queries: Queries::default(),
+            schemas: SchemaCache::default(),
             prepared: PreparedStatements::default(),
             metrics,
             flush_wakeup: Notify::new(),

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use duckdb::InterruptHandle;
 use parking_lot::Mutex;
 
@@ -149,5 +150,35 @@ fn stop_error(id: &str, stop: Stop, timeout: Option<Duration>) -> Error {
                 |t| humantime::format_duration(t).to_string()
             )
         )),
+    }
+}
+
+/// Most result schemas kept.
+const SCHEMA_CACHE_ENTRIES: usize = 1024;
+
+/// Result schemas of recent queries, by catalog version and SQL text: a schema only changes
+/// with the catalog, whose version is part of the key.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    entries: Mutex<HashMap<(u64, String), SchemaRef>>,
+}
+
+impl SchemaCache {
+    /// The schema cached for `key`.
+    pub fn get(&self, key: &(u64, String)) -> Option<SchemaRef> {
+        self.entries.lock().get(key).cloned()
+    }
+
+    /// Remembers a schema; entries of older catalog versions go first when the cache is full.
+    pub fn put(&self, key: (u64, String), schema: SchemaRef) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= SCHEMA_CACHE_ENTRIES {
+            let version = key.0;
+            entries.retain(|(v, _), _| *v == version);
+            if entries.len() >= SCHEMA_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, schema);
     }
 }

@@ -68,3 +68,20 @@ def test_insert_select_from_itself_and_empty_ctas(node):
         assert_same_rows(query(conn, "SELECT x FROM d ORDER BY x"), pa.table({"x": pa.array(range(10), pa.int64())}))
         assert update(conn, "CREATE TABLE e AS SELECT * FROM d WHERE false") == 0
         assert query(conn, "SELECT count(*) AS n FROM e").to_pylist() == [{"n": 0}]
+
+
+def test_a_repeated_query_sees_schema_changes(node):
+    """Result schemas are remembered per catalog version: DDL between two runs of the same
+    query must show in its schema."""
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE s (a BIGINT)")
+        cur.execute("INSERT INTO s VALUES (1)")
+        assert query(conn, "SELECT * FROM s").schema.names == ["a"]
+        assert query(conn, "SELECT * FROM s").schema.names == ["a"]
+        cur.execute("ALTER TABLE s ADD COLUMN b VARCHAR")
+        got = query(conn, "SELECT * FROM s")
+        assert got.schema.names == ["a", "b"]
+        assert got.to_pylist() == [{"a": 1, "b": None}]
+        cur.execute("DROP TABLE s")
+        cur.execute("CREATE TABLE s (x DOUBLE)")
+        assert query(conn, "SELECT * FROM s").schema.names == ["x"]

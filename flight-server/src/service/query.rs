@@ -75,15 +75,29 @@ pub(crate) async fn statement_info(
         return info_for(&ticket, &update_count_schema(), descriptor);
     }
     let unparsed = matches!(plan, Plan::Unparsed);
-    let (engine_node, text) = (Arc::clone(node), sql.to_string());
-    let schema = blocking(move || {
-        let conn = engine_node.engine.pooled()?;
-        if unparsed {
-            ensure_select(&conn, &text)?;
+    // A result schema depends only on the catalog: dashboards repeat their queries, and finding
+    // the schema costs DuckDB a whole statement.
+    let cache_key = (!unparsed && parameters.is_empty())
+        .then(|| (node.catalog.snapshot().version, sql.to_string()));
+    let cached = cache_key.as_ref().and_then(|k| node.schemas.get(k));
+    let schema = match cached {
+        Some(schema) => schema,
+        None => {
+            let (engine_node, text) = (Arc::clone(node), sql.to_string());
+            let schema = blocking(move || {
+                let conn = engine_node.engine.pooled()?;
+                if unparsed {
+                    ensure_select(&conn, &text)?;
+                }
+                result_schema(&conn, &text)
+            })
+            .await?;
+            if let Some(k) = cache_key {
+                node.schemas.put(k, Arc::clone(&schema));
+            }
+            schema
         }
-        result_schema(&conn, &text)
-    })
-    .await?;
+    };
     let ticket = StatementTicket {
         query_id: query_id.clone(),
         sql: sql.to_string(),
