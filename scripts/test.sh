@@ -13,5 +13,6 @@ cargo build --release --workspace --all-targets
 cargo test --release --workspace
 scripts/fuzz.sh 30
 SKEIN_SERVER_BIN="$CARGO_TARGET_DIR/release/skein-server" \
+SKEIN_CLI_BIN="$CARGO_TARGET_DIR/release/skein" \
 FLIGHT_SQL_CLIENT="$SKEIN_TOOLS/bin/flight_sql_client" \
   "$SKEIN_VENV/bin/python" -m pytest -q tests/python "$@"

@@ -428,7 +428,8 @@ impl FlightSqlService for SkeinService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<DoActionStream>, Status> {
-        let r = actions::fallback(&self.node, request.into_inner()).await;
+        let local_addr = request.local_addr();
+        let r = actions::fallback(&self.node, local_addr, request.into_inner()).await;
         answer(&self.node, "DoAction", r).map(Response::new)
     }
 

@@ -1,5 +1,7 @@
-//! Flight actions beyond prepared statements: cancelling queries and flushing buffers.
+//! Flight actions beyond prepared statements: cancelling queries, flushing buffers and listing
+//! the cluster's members.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::sql::{
@@ -18,6 +20,8 @@ use crate::ticket::StatementTicket;
 
 /// Name of the action that flushes buffers to Parquet.
 pub(crate) const FLUSH: &str = "skein.flush";
+/// Name of the action that lists the cluster's members.
+pub(crate) const NODES: &str = "skein.nodes";
 /// Name of the standard Flight action that cancels a query.
 pub(crate) const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 
@@ -33,6 +37,12 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
             r#type: FLUSH.into(),
             description: "Write buffered rows to Parquet now; returns once they are in the \
                           manifest. Body: a table name (UTF-8), or empty for every table"
+                .into(),
+        },
+        ActionType {
+            r#type: NODES.into(),
+            description: "The cluster's members, one result per node: a JSON object with \
+                          node_id, address (Flight host:port), version and state. Body: empty"
                 .into(),
         },
     ]
@@ -85,7 +95,31 @@ fn single(body: Bytes) -> DoActionStream {
     })]))
 }
 
-pub(crate) async fn fallback(node: &Arc<Node>, action: Action) -> Result<DoActionStream> {
+/// The members of the cluster: for now the static membership of this node alone. Its address is
+/// the configured listen address, or the address the request arrived on when the configured one
+/// names port 0 or no particular interface.
+fn nodes(node: &Node, local_addr: Option<SocketAddr>) -> DoActionStream {
+    let listen = node.config.listen;
+    let address = match local_addr {
+        Some(local) if listen.port() == 0 || listen.ip().is_unspecified() => local,
+        _ => listen,
+    };
+    let member = serde_json::json!({
+        "node_id": node.config.node_id,
+        "address": address.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": "serving",
+    });
+    single(Bytes::from(member.to_string()))
+}
+
+/// Serves the actions that are not Flight SQL's own. `local_addr` is the address the request
+/// arrived on, if the transport knows it.
+pub(crate) async fn fallback(
+    node: &Arc<Node>,
+    local_addr: Option<SocketAddr>,
+    action: Action,
+) -> Result<DoActionStream> {
     match action.r#type.as_str() {
         CANCEL_FLIGHT_INFO => {
             let request = CancelFlightInfoRequest::decode(action.body.as_ref()).map_err(|e| {
@@ -118,6 +152,7 @@ pub(crate) async fn fallback(node: &Arc<Node>, action: Action) -> Result<DoActio
             let body = serde_json::json!({ "flushed": only.map_or_else(|| "*".to_string(), str::to_string) });
             Ok(single(Bytes::from(body.to_string())))
         }
+        NODES => Ok(nodes(node, local_addr)),
         other => Err(Error::Unsupported(format!(
             "unknown action {other:?}; ListActions names the actions this node serves"
         ))),
