@@ -172,13 +172,6 @@ impl Engine {
         }
     }
 
-    /// A raw connection for Arrow inserts ([`crate::arrow_insert`]); drop it before the engine.
-    pub fn arrow_inserter(&self) -> Result<crate::arrow_insert::ArrowInserter> {
-        // SAFETY: the database is open until the engine drops, and the node drops every table
-        // (which own the inserters) before its engine.
-        unsafe { crate::arrow_insert::ArrowInserter::open(self.raw.0) }
-    }
-
     /// A connection from the pool of idle ones (or a new one); it goes back when dropped.
     pub fn pooled(&self) -> Result<PooledConnection<'_>> {
         let idle = self.idle.lock().pop();

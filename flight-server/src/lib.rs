@@ -16,7 +16,6 @@
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`].
 
-pub mod arrow_insert;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -129,7 +129,6 @@ impl InFlight {
 /// Opens the WAL in `data_dir/wal` and replays every record not yet flushed into `tables`.
 fn open_wal(
     config: &Config,
-    engine: &Engine,
     data_dir: &Path,
     snapshot: &CatalogState,
     tables: &HashMap<u64, Arc<TableRuntime>>,
@@ -170,7 +169,7 @@ fn open_wal(
             let fitted = conform(&rt.name, &record.batch, &rt.schema(), &|c| {
                 rt.is_not_null(c)
             })?;
-            rt.append(engine, &fitted, seq)?;
+            rt.append(&fitted, seq)?;
             Ok(true)
         };
         match replay() {
@@ -246,7 +245,7 @@ impl Node {
             tables.insert(meta.id, Arc::new(rt));
         }
         let metrics = Metrics::new();
-        let wal = open_wal(&config, &engine, &data_dir, &snapshot, &tables, &metrics)?;
+        let wal = open_wal(&config, &data_dir, &snapshot, &tables, &metrics)?;
         let node = Arc::new(Self {
             config,
             catalog,
@@ -486,11 +485,7 @@ impl Node {
     /// Appends one batch to a table: fits it to the table's schema, logs it in the WAL, waits
     /// until it is durable, and buffers it. Returns the rows accepted. When it returns, the rows
     /// are durable and visible to queries.
-    pub async fn append(
-        self: &Arc<Self>,
-        rt: &Arc<TableRuntime>,
-        batch: &RecordBatch,
-    ) -> Result<u64> {
+    pub async fn append(&self, rt: &Arc<TableRuntime>, batch: &RecordBatch) -> Result<u64> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -527,7 +522,7 @@ impl Node {
 
     /// The WAL append and the buffer append of one batch; the caller holds the ingest gate.
     async fn append_logged(
-        self: &Arc<Self>,
+        &self,
         rt: &Arc<TableRuntime>,
         fitted: RecordBatch,
         payload: Vec<u8>,
@@ -546,8 +541,7 @@ impl Node {
                 Error::Wal(e)
             })?;
         let target = Arc::clone(rt);
-        let node = Arc::clone(self);
-        match blocking(move || target.append(&node.engine, &fitted, seq)).await {
+        match blocking(move || target.append(&fitted, seq)).await {
             Ok(()) => Ok(seq),
             // Dropped meanwhile: replay skips records of dropped tables.
             Err(e @ Error::UnknownTable { .. }) => Err(e),

@@ -16,7 +16,6 @@ use duckdb::Connection;
 use parking_lot::{Mutex, RwLock};
 use skein_storage::{ColumnMeta, TableMeta};
 
-use crate::arrow_insert::ArrowInserter;
 use crate::engine::{BUFFER_SCHEMA, Engine, ident, literal, result_schema};
 use crate::error::{Error, Result};
 
@@ -39,7 +38,7 @@ pub struct TableRuntime {
     /// The buffer's bookkeeping; generation swaps and view changes hold it.
     buffer: Mutex<Buffer>,
     /// Idle connections for appends, so that concurrent writers append in parallel.
-    append_connections: Mutex<Vec<ArrowInserter>>,
+    append_connections: Mutex<Vec<Connection>>,
 }
 
 impl std::fmt::Debug for TableRuntime {
@@ -253,23 +252,29 @@ impl TableRuntime {
     /// Appends a batch already fitted to [`Self::schema`], logged in the WAL as `seq`. The
     /// caller holds [`Self::ingest_gate`] shared (or is alone, as replay is), so the active
     /// generation stays the same while appends run in parallel on their own connections.
-    pub fn append(&self, engine: &Engine, batch: &RecordBatch, seq: u64) -> Result<()> {
-        let generation = {
+    pub fn append(&self, batch: &RecordBatch, seq: u64) -> Result<()> {
+        let (generation, conn) = {
             let buf = self.buffer.lock();
             if buf.dropped {
                 return Err(Error::UnknownTable {
                     table: self.name.clone(),
                 });
             }
-            buf.active.id
+            let idle = self.append_connections.lock().pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => buf.conn.try_clone()?,
+            };
+            (buf.active.id, conn)
         };
-        let idle = self.append_connections.lock().pop();
-        let inserter = match idle {
-            Some(c) => c,
-            None => engine.arrow_inserter()?,
-        };
-        let appended = inserter.insert(&buffer_table(self.id, generation), batch);
-        self.append_connections.lock().push(inserter);
+        let table = format!("t{}_g{generation}", self.id);
+        let appended = (|| -> Result<()> {
+            let mut appender = conn.appender_to_db(&table, BUFFER_SCHEMA)?;
+            appender.append_record_batch(batch.clone())?;
+            appender.flush()?;
+            Ok(())
+        })();
+        self.append_connections.lock().push(conn);
         appended?;
         let mut buf = self.buffer.lock();
         if buf.active.id != generation {
