@@ -71,6 +71,9 @@ pub struct Node {
     space: Notify,
     /// Set when the node stopped accepting writes: why.
     writes_stopped: parking_lot::Mutex<Option<String>>,
+    /// Set when a logged record could not be buffered: flushes and WAL truncation stop until a
+    /// restart replays the log.
+    needs_replay: std::sync::atomic::AtomicBool,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// Scratch directory for files being written.
@@ -261,6 +264,7 @@ impl Node {
             in_flight: InFlight::default(),
             space: Notify::new(),
             writes_stopped: parking_lot::Mutex::new(None),
+            needs_replay: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tmp_dir,
             engine,
@@ -485,7 +489,11 @@ impl Node {
     /// Appends one batch to a table: fits it to the table's schema, logs it in the WAL, waits
     /// until it is durable, and buffers it. Returns the rows accepted. When it returns, the rows
     /// are durable and visible to queries.
-    pub async fn append(&self, rt: &Arc<TableRuntime>, batch: &RecordBatch) -> Result<u64> {
+    pub async fn append(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        batch: &RecordBatch,
+    ) -> Result<u64> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -496,18 +504,24 @@ impl Node {
         let bytes = fitted.get_array_memory_size() as u64;
         // Wait for space before taking the gate: a flush needs the gate to free space.
         self.reserve(bytes).await?;
-        let seq = {
-            let _gate = rt.ingest_gate.read().await;
-            if !Arc::ptr_eq(&schema, &rt.schema()) {
-                // A column was added meanwhile.
-                fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
-            }
-            let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
-            let token = self.in_flight.register(self.wal.last_seq());
-            let appended = self.append_logged(rt, fitted, payload).await;
-            self.in_flight.finish(token);
-            appended?
-        };
+        let gate = Arc::clone(&rt.ingest_gate).read_owned().await;
+        if !Arc::ptr_eq(&schema, &rt.schema()) {
+            // A column was added meanwhile.
+            fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
+        }
+        let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
+        // Once its record may reach the WAL, an append runs to its end even if the client goes
+        // away: its gate and in-flight floor must not be released half way.
+        let (node, target) = (Arc::clone(self), Arc::clone(rt));
+        let seq = tokio::spawn(async move {
+            let _gate = gate;
+            let token = node.in_flight.register(node.wal.last_seq());
+            let appended = node.append_logged(&target, fitted, payload).await;
+            node.in_flight.finish(token);
+            appended
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("an append task failed: {e}")))??;
         tracing::trace!(table = %rt.name, rows, seq, "appended");
         self.metrics.ingest_rows.inc_by(rows);
         self.metrics.ingest_bytes.inc_by(bytes);
@@ -547,9 +561,13 @@ impl Node {
             Err(e @ Error::UnknownTable { .. }) => Err(e),
             Err(e) => {
                 // The record is durable but its rows are not buffered: this node's state and
-                // its WAL disagree until a restart replays the record.
+                // its WAL disagree until a restart replays the record. Flushes stop too, so
+                // that no flushed position passes the record before then.
+                self.needs_replay
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.stop_writes(format!(
-                    "buffering WAL record {seq} of table {:?} failed after it was logged ({e}); restart the node to replay it",
+                    "buffering WAL record {seq} of table {:?} failed after it was logged ({e}); \
+                     the write may or may not have been applied; restart the node to replay the log",
                     rt.name
                 ));
                 Err(e)
@@ -618,6 +636,9 @@ impl Node {
 
     /// Deletes WAL segments whose records are all in Parquet (or belong to dropped tables).
     async fn truncate_wal(&self) -> Result<()> {
+        if self.needs_replay.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         // Order matters: a record gets a sequence number above `last_seq` read here, or is in
         // flight (read next), or is in a buffer (read last) or already flushed.
         let mut upto = self.wal.last_seq();
@@ -668,6 +689,11 @@ impl Node {
     }
 
     async fn flush_one(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<bool> {
+        if self.needs_replay.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::WritesStopped(
+                "flushes are stopped until a restart replays the WAL".into(),
+            ));
+        }
         let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
             return Ok(false);
         };
@@ -681,10 +707,27 @@ impl Node {
         let Some(FlushGeneration {
             id: generation,
             max_seq,
+            committed,
         }) = begun
         else {
             return Ok(false);
         };
+        if committed {
+            // An earlier attempt committed the file and failed to switch the view.
+            let meta = self
+                .catalog
+                .snapshot()
+                .table_by_id(rt.id)
+                .cloned()
+                .ok_or_else(|| Error::UnknownTable {
+                    table: rt.name.clone(),
+                })?;
+            let paths = self.paths(&meta)?;
+            let finish_rt = Arc::clone(rt);
+            blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
+            self.space.notify_waiters();
+            return Ok(true);
+        }
         let started = std::time::Instant::now();
         let tmp = self
             .tmp_dir
@@ -723,8 +766,11 @@ impl Node {
                 let Some(t) = s.table_by_id_mut(id) else {
                     return Ok(None);
                 };
-                t.files.push(file.clone());
-                t.next_file_seq = seq + 1;
+                // Idempotent: a commit reported failed may have landed.
+                if !t.files.iter().any(|f| f.key == file.key) {
+                    t.files.push(file.clone());
+                }
+                t.next_file_seq = t.next_file_seq.max(seq + 1);
                 // The file and the WAL position it covers, in one commit.
                 if let Some(max_seq) = max_seq {
                     let position = t.flushed_wal.entry(node_id.clone()).or_default();
@@ -738,6 +784,7 @@ impl Node {
             self.store.delete(&key).await?;
             return Ok(false);
         };
+        rt.mark_committed(generation);
         let paths = self.paths(&meta)?;
         let finish_rt = Arc::clone(rt);
         blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -34,7 +35,7 @@ pub struct TableRuntime {
     /// Held shared by an append from its WAL record to its buffer append, and exclusively by the
     /// generation swap of a flush: so a generation holds every record of the table up to its
     /// highest sequence number, and the flushed WAL position is exact.
-    pub ingest_gate: tokio::sync::RwLock<()>,
+    pub ingest_gate: Arc<tokio::sync::RwLock<()>>,
     /// The buffer's bookkeeping; generation swaps and view changes hold it.
     buffer: Mutex<Buffer>,
     /// Idle connections for appends, so that concurrent writers append in parallel.
@@ -62,6 +63,8 @@ struct Generation {
     oldest: Option<Instant>,
     /// Lowest and highest WAL sequence numbers of the records appended.
     seqs: Option<(u64, u64)>,
+    /// Its Parquet file is in the manifest; only the view switch is left.
+    committed: bool,
 }
 
 impl Generation {
@@ -72,6 +75,7 @@ impl Generation {
             bytes: 0,
             oldest: None,
             seqs: None,
+            committed: false,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct FlushGeneration {
     /// The highest WAL sequence number in it: with the file committed, every record of the
     /// table up to here is in Parquet.
     pub max_seq: Option<u64>,
+    /// An earlier attempt committed its file already.
+    pub committed: bool,
 }
 
 fn buffer_table(id: u64, generation: u64) -> String {
@@ -228,7 +234,7 @@ impl TableRuntime {
             schema: RwLock::new(schema),
             not_null: RwLock::new(not_null_set(&meta.columns)),
             maintenance: tokio::sync::Mutex::new(()),
-            ingest_gate: tokio::sync::RwLock::new(()),
+            ingest_gate: Arc::new(tokio::sync::RwLock::new(())),
             buffer: Mutex::new(Buffer {
                 conn,
                 active: Generation::new(generation),
@@ -321,6 +327,7 @@ impl TableRuntime {
             return Ok(Some(FlushGeneration {
                 id: g.id,
                 max_seq: g.seqs.map(|s| s.1),
+                committed: g.committed,
             }));
         }
         if buf.active.rows == 0 || buf.dropped {
@@ -345,7 +352,17 @@ impl TableRuntime {
         Ok(Some(FlushGeneration {
             id: old,
             max_seq: flushed.seqs.map(|s| s.1),
+            committed: false,
         }))
+    }
+
+    /// Records that generation `generation`'s file is in the manifest, so that a retry after a
+    /// failed view switch does not write it again.
+    pub fn mark_committed(&self, generation: u64) {
+        let mut buf = self.buffer.lock();
+        if let Some(g) = buf.flushing.iter_mut().find(|g| g.id == generation) {
+            g.committed = true;
+        }
     }
 
     /// Writes generation `generation` to a Parquet file at `path` (zstd, with statistics).

@@ -243,6 +243,8 @@ impl Catalog {
 
     /// Applies `change` to a copy of the catalog and commits it. If another writer committed in
     /// between, reloads and applies `change` again. `change` returning an error commits nothing.
+    /// A failed commit may still have landed; the snapshot is reloaded either way, so changes
+    /// should be idempotent (add a file only if its key is not listed yet).
     pub async fn update<T, E>(
         &self,
         mut change: impl FnMut(&mut CatalogState) -> std::result::Result<T, E>,
@@ -265,7 +267,14 @@ impl Catalog {
                     base = Arc::new(self.backend.load().await?);
                     *self.current.write() = Arc::clone(&base);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The commit may have landed (a rename done, its directory sync failed):
+                    // take whatever the backend now holds, so the next change starts from it.
+                    if let Ok(state) = self.backend.load().await {
+                        *self.current.write() = Arc::new(state);
+                    }
+                    return Err(e.into());
+                }
             }
         }
     }

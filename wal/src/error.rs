@@ -33,7 +33,10 @@ pub enum Error {
         version: u32,
     },
     /// An fsync failed earlier; the log accepts nothing more until the node restarts.
-    #[error("the WAL stopped accepting writes after a failed sync: {0}")]
+    #[error(
+        "the WAL stopped accepting writes after a failed write or sync ({0}); a write that got \
+         this error may or may not have been applied"
+    )]
     Poisoned(String),
     /// The log was closed.
     #[error("the WAL is closed")]

@@ -379,8 +379,8 @@ impl Writer {
                     None => break,
                 }
             }
+            let first_seq = self.next;
             let outcome = self.write_group(&group, &mut buf);
-            let first_seq = self.next - group.len() as u64;
             match outcome {
                 Ok(()) => {
                     for (i, r) in group.into_iter().enumerate() {
