@@ -12,6 +12,7 @@ use arrow_flight::sql::{
     Any, CommandStatementIngest, DoPutUpdateResult, TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::{PutResult, flight_descriptor::DescriptorType};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use skein_storage::ColumnMeta;
@@ -21,6 +22,9 @@ use crate::node::{Node, OnExists};
 use crate::service::DoPutStream;
 use crate::table::TableRuntime;
 use crate::types::duckdb_type;
+
+/// Batches of one stream appended at once.
+const PIPELINE: usize = 2;
 
 /// What to do with the target table.
 #[derive(Debug, Clone, Copy)]
@@ -108,13 +112,37 @@ async fn load(
             other => other,
         }
     };
-    while let Some(item) = decoder.next().await {
-        let decoded = item.map_err(|e| {
-            with_progress(
-                Error::InvalidArgument(format!("reading the DoPut stream: {e}")),
-                accepted,
-            )
-        })?;
+    // Up to `PIPELINE` batches of one stream are appended at once (each on its own DuckDB
+    // connection), so a single stream uses more than one core; the stream is acknowledged only
+    // once every append has finished.
+    let mut pending = FuturesUnordered::new();
+    let mut failed: Option<Error> = None;
+    loop {
+        // Keep the pipeline full, then take the next message.
+        while pending.len() >= PIPELINE {
+            match pending.next().await {
+                Some(Ok(rows)) => accepted += rows,
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                None => break,
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+        let Some(item) = decoder.next().await else {
+            break;
+        };
+        let decoded = match item {
+            Ok(d) => d,
+            Err(e) => {
+                failed = Some(Error::InvalidArgument(format!(
+                    "reading the DoPut stream: {e}"
+                )));
+                break;
+            }
+        };
         match decoded.payload {
             DecodedPayload::None => {}
             DecodedPayload::Schema(schema) => match &state {
@@ -124,36 +152,43 @@ async fn load(
                 }
                 Some((first, _)) if same_fields(first, &schema) => {}
                 Some(_) => {
-                    return Err(with_progress(
-                        Error::SchemaMismatch {
-                            table: table.to_string(),
-                            reason: "the stream's schema changed mid-stream".into(),
-                        },
-                        accepted,
-                    ));
+                    failed = Some(Error::SchemaMismatch {
+                        table: table.to_string(),
+                        reason: "the stream's schema changed mid-stream".into(),
+                    });
+                    break;
                 }
             },
             DecodedPayload::RecordBatch(batch) => {
                 let Some((schema, rt)) = &state else {
-                    return Err(Error::InvalidArgument(
+                    failed = Some(Error::InvalidArgument(
                         "record batch before the schema".into(),
                     ));
+                    break;
                 };
                 if !same_fields(schema, &batch.schema()) {
-                    return Err(with_progress(
-                        Error::SchemaMismatch {
-                            table: table.to_string(),
-                            reason: "a batch's schema differs from the stream's schema".into(),
-                        },
-                        accepted,
-                    ));
+                    failed = Some(Error::SchemaMismatch {
+                        table: table.to_string(),
+                        reason: "a batch's schema differs from the stream's schema".into(),
+                    });
+                    break;
                 }
-                accepted += node
-                    .append(rt, &batch)
-                    .await
-                    .map_err(|e| with_progress(e, accepted))?;
+                let (node, rt) = (Arc::clone(node), Arc::clone(rt));
+                pending.push(async move { node.append(&rt, &batch).await });
             }
         }
+    }
+    // Every append started finishes before the stream is answered.
+    while let Some(r) = pending.next().await {
+        match r {
+            Ok(rows) => accepted += rows,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(with_progress(e, accepted));
     }
     if state.is_none() {
         return Err(Error::InvalidArgument(format!(
