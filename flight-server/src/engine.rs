@@ -242,11 +242,6 @@ fn run_for_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
     Ok(arrow.get_schema())
 }
 
-/// Number of parameters (`?`, `$1`) the statement takes.
-pub fn parameter_count(conn: &Connection, sql: &str) -> Result<usize> {
-    Ok(conn.prepare(sql)?.parameter_count())
-}
-
 /// The Arrow schema DuckDB produces for columns of the given DuckDB types.
 pub fn arrow_schema_of_types(conn: &Connection, columns: &[(String, String)]) -> Result<SchemaRef> {
     if columns.is_empty() {

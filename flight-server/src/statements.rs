@@ -50,30 +50,27 @@ fn scratch_columns(setup: Option<String>, sql: &str) -> Result<Vec<ColumnMeta>> 
         conn.execute_batch(&setup)?;
     }
     execute_with(&conn, sql, &[])?;
-    let mut stmt = conn.prepare(
-        "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
-         WHERE NOT internal ORDER BY column_index",
-    )?;
-    let columns = stmt
-        .query_map([], |r| {
-            Ok(ColumnMeta {
-                name: r.get(0)?,
-                sql_type: r.get(1)?,
-                nullable: r.get(2)?,
-            })
-        })?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(columns)
+    columns_where(&conn, "NOT internal", None)
 }
 
 /// Columns of a temporary table on `conn`.
 fn temp_columns(conn: &Connection, table: &str) -> Result<Vec<ColumnMeta>> {
-    let mut stmt = conn.prepare(
+    columns_where(
+        conn,
+        "database_name = 'temp' AND table_name = ?",
+        Some(table),
+    )
+}
+
+/// Columns from `duckdb_columns()` matching `filter` (with at most one `?`, bound to `arg`).
+fn columns_where(conn: &Connection, filter: &str, arg: Option<&str>) -> Result<Vec<ColumnMeta>> {
+    let mut stmt = conn.prepare(&format!(
         "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
-         WHERE database_name = 'temp' AND table_name = ? ORDER BY column_index",
-    )?;
+         WHERE {filter} ORDER BY column_index"
+    ))?;
+    let params: Vec<&dyn duckdb::ToSql> = arg.iter().map(|a| a as &dyn duckdb::ToSql).collect();
     let columns = stmt
-        .query_map([table], |r| {
+        .query_map(params.as_slice(), |r| {
             Ok(ColumnMeta {
                 name: r.get(0)?,
                 sql_type: r.get(1)?,
