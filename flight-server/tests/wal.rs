@@ -286,3 +286,38 @@ async fn concurrent_appends_flushes_and_a_new_column_lose_nothing() {
     let node = open(config(dir.path())).await;
     assert_eq!(summary(&node), expected(&[(0, 20_000)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_abandoned_by_its_caller_still_completes_and_the_wal_still_truncates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.wal.wal_segment_bytes = 1024 * 1024;
+    let node = open(cfg).await;
+    create(&node).await;
+    // The caller gives up while the append waits for the WAL (a client that disconnects).
+    let abandoned = tokio::time::timeout(Duration::from_nanos(1), append(&node, 0, 100_000)).await;
+    for i in 1..20i64 {
+        append(&node, i * 100_000, (i + 1) * 100_000)
+            .await
+            .expect("append");
+    }
+    // Whether or not the caller saw it, the abandoned append runs to its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while summary(&node) != expected(&[(0, 2_000_000)]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned append never completed (caller saw {abandoned:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.flush_all(None).await.expect("flush");
+    // Everything is in Parquet, so only the live segment (and at most one more) may remain.
+    let left = segments(dir.path()).len();
+    assert!(
+        left <= 2,
+        "{left} WAL segments left after flushing everything"
+    );
+    drop(node);
+    let node = open(config(dir.path())).await;
+    assert_eq!(summary(&node), expected(&[(0, 2_000_000)]));
+}
