@@ -378,4 +378,60 @@ mod tests {
         let err = LocalCatalog::new(&path).load().await.expect_err("corrupt");
         assert!(matches!(err, Error::CorruptCatalog { .. }), "{err}");
     }
+
+    /// Lands every commit, then reports the first one as failed (a rename done, its directory
+    /// sync failed).
+    #[derive(Debug)]
+    struct LandsThenFails {
+        inner: LocalCatalog,
+        failed_once: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl CatalogBackend for LandsThenFails {
+        async fn load(&self) -> Result<CatalogState> {
+            self.inner.load().await
+        }
+
+        async fn commit(&self, expected: u64, next: &CatalogState) -> Result<()> {
+            self.inner.commit(expected, next).await?;
+            if !self
+                .failed_once
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(Error::Io {
+                    path: "catalog-dir".into(),
+                    source: std::io::Error::other("directory sync failed"),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_reported_failed_that_landed_is_seen_by_the_next_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(LandsThenFails {
+            inner: LocalCatalog::new(dir.path().join("catalog.json")),
+            failed_once: std::sync::atomic::AtomicBool::new(false),
+        });
+        let catalog = Catalog::open(backend).await.expect("open");
+        let add = |s: &mut CatalogState| -> Result<()> {
+            s.tables.insert(CatalogState::key("t"), table(1, "t"));
+            Ok(())
+        };
+        assert!(catalog.update(add).await.is_err(), "reported as failed");
+        // The snapshot shows what the backend holds, so the next change builds on it rather
+        // than failing with a conflict or overwriting it.
+        assert!(catalog.snapshot().table("t").is_some());
+        catalog
+            .update(|s: &mut CatalogState| -> Result<()> {
+                s.tables.insert(CatalogState::key("u"), table(2, "u"));
+                Ok(())
+            })
+            .await
+            .expect("next change");
+        let reloaded = catalog.backend.load().await.expect("load");
+        assert!(reloaded.table("t").is_some() && reloaded.table("u").is_some());
+    }
 }
