@@ -5,7 +5,6 @@ same disk at the same write size, all measured in one run. Run it with scripts/b
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -17,7 +16,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import Node  # noqa: E402
+from bench import raw_fdatasync  # noqa: E402
 
 
 def make_batch(rows: int) -> pa.RecordBatch:
@@ -38,23 +39,6 @@ def ipc_size(batch: pa.RecordBatch) -> int:
     with pa.ipc.new_stream(sink, batch.schema) as w:
         w.write_batch(batch)
     return sink.getvalue().size
-
-
-def raw_fdatasync(directory: Path, write_bytes: int, seconds: float) -> float:
-    """Bytes per second of write + fdatasync of `write_bytes` at a time, appending to one file."""
-    block = os.urandom(write_bytes)
-    path = directory / "raw-fdatasync.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        written, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            os.write(fd, block)
-            os.fdatasync(fd)
-            written += write_bytes
-        return written / (time.perf_counter() - start)
-    finally:
-        os.close(fd)
-        path.unlink()
 
 
 def ingest(node: Node, batch: pa.RecordBatch, writers: int, total_bytes: int) -> dict:
