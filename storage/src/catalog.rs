@@ -88,6 +88,9 @@ impl TableMeta {
 pub struct CatalogState {
     /// Incremented by every commit.
     pub version: u64,
+    /// Changed by every restore from a snapshot: versions only compare within one epoch.
+    #[serde(default)]
+    pub epoch: u64,
     /// Id for the next table created.
     pub next_table_id: u64,
     /// Tables by lower-cased name.
@@ -127,9 +130,23 @@ pub trait CatalogBackend: Send + Sync + std::fmt::Debug {
     /// Reads the latest committed catalog (an empty one if none was ever committed).
     async fn load(&self) -> Result<CatalogState>;
 
-    /// Stores `next` if the stored version is still `expected`; `next.version` must be
-    /// `expected + 1`. Fails with [`Error::Conflict`] otherwise.
-    async fn commit(&self, expected: u64, next: &CatalogState) -> Result<()>;
+    /// The stored version and epoch, cheaply (to see whether another node changed anything).
+    async fn version(&self) -> Result<(u64, u64)> {
+        let state = self.load().await?;
+        Ok((state.version, state.epoch))
+    }
+
+    /// Stores `next` if the stored version and epoch are still `base`'s; `next.version` must be
+    /// `base.version + 1`. Fails with [`Error::Conflict`] otherwise.
+    async fn commit(&self, base: &CatalogState, next: &CatalogState) -> Result<()>;
+
+    /// Stores `state` whatever is stored now (a restore).
+    async fn replace(&self, state: &CatalogState) -> Result<()>;
+
+    /// Whether other processes change this catalog too (so nodes must look for their changes).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// The catalog as one JSON file, replaced atomically (write, fsync, rename, fsync directory).
@@ -189,18 +206,29 @@ impl CatalogBackend for LocalCatalog {
         run_blocking(move || Self::read(&path)).await
     }
 
-    async fn commit(&self, expected: u64, next: &CatalogState) -> Result<()> {
+    async fn commit(&self, base: &CatalogState, next: &CatalogState) -> Result<()> {
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         let next = next.clone();
+        let (expected, epoch) = (base.version, base.epoch);
         run_blocking(move || {
-            let found = Self::read(&path)?.version;
-            if found != expected {
-                return Err(Error::Conflict { expected, found });
+            let stored = Self::read(&path)?;
+            if stored.version != expected || stored.epoch != epoch {
+                return Err(Error::Conflict {
+                    expected,
+                    found: stored.version,
+                });
             }
             Self::write(&path, &next)
         })
         .await
+    }
+
+    async fn replace(&self, state: &CatalogState) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        let path = self.path.clone();
+        let state = state.clone();
+        run_blocking(move || Self::write(&path, &state)).await
     }
 }
 
@@ -258,19 +286,24 @@ impl Catalog {
             let mut next = (*base).clone();
             let out = change(&mut next)?;
             next.version = base.version + 1;
-            match self.backend.commit(base.version, &next).await {
+            next.epoch = base.epoch;
+            match self.backend.commit(&base, &next).await {
                 Ok(()) => {
                     *self.current.write() = Arc::new(next);
                     return Ok(out);
                 }
                 Err(Error::Conflict { .. }) => {
-                    base = Arc::new(self.backend.load().await?);
+                    let stored = self.backend.load().await?;
+                    check_not_lost(&base, stored.version, stored.epoch)?;
+                    base = Arc::new(stored);
                     *self.current.write() = Arc::clone(&base);
                 }
                 Err(e) => {
                     // The commit may have landed (a rename done, its directory sync failed):
                     // take whatever the backend now holds, so the next change starts from it.
-                    if let Ok(state) = self.backend.load().await {
+                    if let Ok(state) = self.backend.load().await
+                        && check_not_lost(&base, state.version, state.epoch).is_ok()
+                    {
                         *self.current.write() = Arc::new(state);
                     }
                     return Err(e.into());
@@ -278,6 +311,70 @@ impl Catalog {
             }
         }
     }
+
+    /// Whether other processes change this catalog too.
+    pub fn is_shared(&self) -> bool {
+        self.backend.is_shared()
+    }
+
+    /// Takes in what other nodes committed. Returns whether the snapshot changed. Fails with
+    /// [`Error::CatalogLost`] (keeping the snapshot) if the store went back to an older
+    /// version of the same epoch, as when Redis lost its data.
+    pub async fn refresh(&self) -> Result<bool> {
+        let (version, epoch) = self.backend.version().await?;
+        let current = self.snapshot();
+        if version == current.version && epoch == current.epoch {
+            return Ok(false);
+        }
+        check_not_lost(&current, version, epoch)?;
+        let stored = self.backend.load().await?;
+        check_not_lost(&current, stored.version, stored.epoch)?;
+        let mut slot = self.current.write();
+        // An update of this node may have moved past what was read.
+        if slot.epoch != stored.epoch || slot.version < stored.version {
+            *slot = Arc::new(stored);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Makes `state` the catalog, whatever the store holds now: a restore. It gets a new epoch
+    /// and a version above any seen, so every node takes it in.
+    pub async fn restore(&self, state: &CatalogState) -> Result<CatalogState> {
+        let _guard = self.writer.lock().await;
+        let stored = self
+            .backend
+            .version()
+            .await
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        let mut next = state.clone();
+        next.version = stored.max(self.snapshot().version).max(state.version) + 1;
+        next.epoch = new_epoch(self.snapshot().epoch.max(state.epoch));
+        self.backend.replace(&next).await?;
+        *self.current.write() = Arc::new(next.clone());
+        Ok(next)
+    }
+}
+
+/// An epoch different from `old`: the time in milliseconds, or one more than `old`.
+fn new_epoch(old: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.max(old + 1)
+}
+
+/// A store that holds an older version of the same epoch than `seen` lost its data.
+fn check_not_lost(seen: &CatalogState, version: u64, epoch: u64) -> Result<()> {
+    if epoch == seen.epoch && version < seen.version {
+        return Err(Error::CatalogLost {
+            seen: seen.version,
+            found: version,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -326,13 +423,13 @@ mod tests {
     async fn stale_commit_is_a_conflict() {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = LocalCatalog::new(dir.path().join("catalog.json"));
-        let mut next = CatalogState {
+        let base = CatalogState::default();
+        let next = CatalogState {
             version: 1,
             ..Default::default()
         };
-        backend.commit(0, &next).await.expect("first commit");
-        next.version = 1;
-        let err = backend.commit(0, &next).await.expect_err("stale");
+        backend.commit(&base, &next).await.expect("first commit");
+        let err = backend.commit(&base, &next).await.expect_err("stale");
         assert!(matches!(
             err,
             Error::Conflict {
@@ -393,8 +490,12 @@ mod tests {
             self.inner.load().await
         }
 
-        async fn commit(&self, expected: u64, next: &CatalogState) -> Result<()> {
-            self.inner.commit(expected, next).await?;
+        async fn replace(&self, state: &CatalogState) -> Result<()> {
+            self.inner.replace(state).await
+        }
+
+        async fn commit(&self, base: &CatalogState, next: &CatalogState) -> Result<()> {
+            self.inner.commit(base, next).await?;
             if !self
                 .failed_once
                 .swap(true, std::sync::atomic::Ordering::SeqCst)

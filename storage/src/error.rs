@@ -35,6 +35,52 @@ pub enum Error {
         /// The key as given.
         key: String,
     },
+    /// An object that does not exist.
+    #[error("object {key} does not exist")]
+    NotFound {
+        /// Its key.
+        key: String,
+    },
+    /// A request to the object store failed.
+    #[error("object store: cannot {op} {key}: {message}")]
+    ObjectStore {
+        /// What was attempted (`upload`, `download`, `list`, …).
+        op: &'static str,
+        /// The object (or prefix) involved.
+        key: String,
+        /// What the service or the network said.
+        message: String,
+        /// Whether the failure may pass (network, 5xx): retrying later can succeed.
+        transient: bool,
+    },
+    /// The catalog service (Redis) failed or could not be reached.
+    #[error("catalog in Redis at {url}: {message}")]
+    Redis {
+        /// The server, without credentials.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The catalog's store holds an older catalog than this node has seen, or none at all:
+    /// it was lost (e.g. Redis restarted without its data). Changes stop until a restore.
+    #[error(
+        "the catalog was lost: the store holds version {found} but this node has seen version \
+         {seen}; restore it from a snapshot (action skein.restore) before changing tables"
+    )]
+    CatalogLost {
+        /// The version this node last saw.
+        seen: u64,
+        /// The version the store holds now.
+        found: u64,
+    },
+    /// A catalog snapshot that cannot be found or decoded.
+    #[error("catalog snapshot {key}: {message}")]
+    Snapshot {
+        /// The snapshot's object key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A Parquet footer could not be read.
     #[error("cannot read Parquet metadata of {path}: {source}")]
     Parquet {

@@ -16,6 +16,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// consumed (it may be moved). Returns the object's size in bytes. Durable when it returns.
     async fn put_file(&self, key: &str, src: &Path) -> Result<u64>;
 
+    /// Stores `bytes` under `key`, replacing any object of that name. Durable when it returns.
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Reads a whole (small) object.
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// Streams the object into the local file `dest` (created or truncated); returns its size.
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64>;
+
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -24,6 +33,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// A local path from which the object can be read directly, if the store has one.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// Where the objects are, for messages.
+    fn describe(&self) -> String;
 }
 
 /// Objects as files under a root directory (the embedded default).
@@ -79,6 +91,41 @@ impl ObjectStore for LocalStore {
         })?
     }
 
+    async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let dest = self.path_of(key)?;
+        let bytes = bytes.to_vec();
+        let tmp = dest.with_extension(format!("{}.tmp", uuid::Uuid::new_v4()));
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let dir = dest.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+                f.write_all(&bytes).map_err(Error::io(&tmp))?;
+                f.sync_all().map_err(Error::io(&tmp))?;
+            }
+            std::fs::rename(&tmp, &dest).map_err(Error::io(&dest))?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: PathBuf::from(key),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        tokio::fs::read(&path).await.map_err(|e| not_found_or_io(key, path, e))
+    }
+
+    async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64> {
+        let path = self.path_of(key)?;
+        tokio::fs::copy(&path, dest)
+            .await
+            .map_err(|e| not_found_or_io(key, path, e))
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
@@ -123,6 +170,20 @@ impl ObjectStore for LocalStore {
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path_of(key).ok()
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+}
+
+fn not_found_or_io(key: &str, path: PathBuf, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound {
+            key: key.to_string(),
+        }
+    } else {
+        Error::Io { path, source: e }
     }
 }
 
