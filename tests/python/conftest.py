@@ -2,8 +2,12 @@
 
 A `Node` starts the binary, reads the addresses it logs, waits for `/health` with a deadline,
 and stops it with SIGTERM (killing it if it does not exit in time).
+
+Real Redis and SeaweedFS S3 come from `components.py`: the session-wide `seaweed` store, a fresh
+`bucket` in it per test, and a fresh `redis_server` per test.
 """
 
+import itertools
 import json
 import os
 import signal
@@ -12,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -19,6 +24,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
+
+from components import Redis, SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE_S = 60
@@ -144,6 +151,41 @@ def make_node(tmp_path):
     yield make
     for n in started:
         n.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS S3 store (`weed mini`) for the whole session; tests share it, one bucket
+    each. A test may `stop()` and `start()` it (same ports and data) but must leave it running."""
+    store = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    yield store
+    store.stop()
+
+
+_bucket_seq = itertools.count()
+
+
+@pytest.fixture
+def bucket(seaweed):
+    """A fresh, empty bucket in `seaweed` (its name); deleted with its objects afterwards."""
+    if not seaweed.running:  # an earlier test took the store down and failed before restarting it
+        seaweed.stop()
+        seaweed.start()
+    name = f"t{next(_bucket_seq):04d}-{uuid.uuid4().hex[:8]}"
+    seaweed.create_bucket(name)
+    yield name
+    if not seaweed.running:
+        seaweed.stop()
+        seaweed.start()
+    seaweed.delete_bucket(name)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server for this test (no persistence); stopped afterwards."""
+    r = Redis(tmp_path / "redis").start()
+    yield r
+    r.stop()
 
 
 def query(conn, sql, parameters=None) -> pa.Table:

@@ -1,0 +1,206 @@
+//! The Redis catalog against a real `redis-server` (installed by `scripts/setup.sh`), started
+//! on a free loopback port in a temporary directory and stopped at the end of each test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skein_storage::{
+    Catalog, CatalogBackend, CatalogState, ColumnMeta, Error, FileMeta, RedisCatalog, TableMeta,
+};
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/setup.sh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn catalog(server: &RedisServer, cluster: &str) -> Catalog {
+    let backend = RedisCatalog::connect(&server.url(), cluster, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    Catalog::open(Arc::new(backend)).await.expect("open")
+}
+
+fn table(name: &str) -> TableMeta {
+    TableMeta {
+        id: 1,
+        name: name.into(),
+        columns: vec![ColumnMeta {
+            name: "a".into(),
+            sql_type: "BIGINT".into(),
+            nullable: true,
+        }],
+        files: vec![],
+        next_file_seq: 1,
+        flushed_wal: Default::default(),
+        created_at_ms: 0,
+    }
+}
+
+fn file(key: String) -> FileMeta {
+    FileMeta {
+        key,
+        rows: 1,
+        bytes: 1,
+        columns: vec!["a".into()],
+        stats: vec![],
+        created_at_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_on_separate_connections_lose_no_update() {
+    let server = RedisServer::start();
+    let first = catalog(&server, "c").await;
+    first
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.insert("t".into(), table("t"));
+            Ok(())
+        })
+        .await
+        .expect("create");
+    const WRITERS: usize = 6;
+    const COMMITS: usize = 30;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        // Each writer is a node of its own: its own pool and its own snapshot.
+        let c = catalog(&server, "c").await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..COMMITS {
+                c.update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+                    let t = s.table_mut("t").expect("table");
+                    t.files.push(file(format!("tables/1/w{w}-{i}.parquet")));
+                    *t.flushed_wal.entry(format!("w{w}")).or_default() = i as u64 + 1;
+                    Ok(())
+                })
+                .await
+                .expect("update");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let stored = catalog(&server, "c").await.snapshot();
+    let t = stored.table("t").expect("table");
+    assert_eq!(t.files.len(), WRITERS * COMMITS, "every file committed once");
+    let mut keys: Vec<_> = t.files.iter().map(|f| f.key.clone()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), WRITERS * COMMITS);
+    for w in 0..WRITERS {
+        assert_eq!(t.flushed_wal.get(&format!("w{w}")), Some(&(COMMITS as u64)));
+    }
+    assert_eq!(stored.version, 1 + (WRITERS * COMMITS) as u64);
+    // Another cluster name is another catalog.
+    assert!(catalog(&server, "other").await.snapshot().tables.is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_catalog_is_refused_until_restored() {
+    let server = RedisServer::start();
+    let a = catalog(&server, "c").await;
+    for name in ["t", "u"] {
+        a.update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.insert(name.into(), table(name));
+            Ok(())
+        })
+        .await
+        .expect("create");
+    }
+    let before = a.snapshot();
+    // Redis loses everything.
+    let backend = RedisCatalog::connect(&server.url(), "c", Duration::from_secs(5))
+        .await
+        .expect("connect");
+    backend
+        .replace(&CatalogState::default())
+        .await
+        .expect("wipe");
+    assert!(matches!(a.refresh().await, Err(Error::CatalogLost { seen: 2, found: 0 })));
+    let err = a
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.remove("t");
+            Ok(())
+        })
+        .await
+        .expect_err("a change on top of a lost catalog");
+    assert!(matches!(err, Error::CatalogLost { .. }), "{err}");
+    assert_eq!(*a.snapshot(), *before, "the node keeps what it knew");
+
+    // A restore gives a new epoch; a second node takes it in.
+    let restored = a.restore(&before).await.expect("restore");
+    assert!(restored.epoch > before.epoch && restored.version > before.version);
+    let b = catalog(&server, "c").await;
+    assert_eq!(b.snapshot().tables, before.tables);
+    b.update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+        s.tables.remove("u");
+        Ok(())
+    })
+    .await
+    .expect("change after restore");
+    assert!(a.refresh().await.expect("refresh"));
+    assert!(a.snapshot().table("u").is_none() && a.snapshot().table("t").is_some());
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error_within_the_deadline() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let started = Instant::now();
+    let err = RedisCatalog::connect(
+        &format!("redis://127.0.0.1:{port}/0"),
+        "c",
+        Duration::from_secs(2),
+    )
+    .await
+    .expect_err("nothing listens");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    let err = RedisCatalog::connect("http://x", "c", Duration::from_secs(2))
+        .await
+        .expect_err("not a Redis URL");
+    assert!(err.to_string().contains("invalid Redis URL"), "{err}");
+}
