@@ -71,6 +71,60 @@ pub struct WalSettings {
     pub buffer_wait: Duration,
 }
 
+/// Shared storage: the S3 bucket for Parquet files and the Redis catalog. Without them a node
+/// keeps both under its data directory.
+#[derive(Debug, Clone, Args)]
+pub struct StorageConfig {
+    /// S3-compatible endpoint URL (e.g. `http://127.0.0.1:8333`); credentials come from
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`. Without it, files stay in the data
+    /// directory.
+    #[arg(long, env = "SKEIN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Bucket for the Parquet files and catalog snapshots (created if missing).
+    #[arg(long, env = "SKEIN_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Region name sent to the S3 service.
+    #[arg(long, env = "SKEIN_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Redis URL of the shared catalog (e.g. `redis://127.0.0.1:6379/0`). Without it, the
+    /// catalog is a file in the data directory.
+    #[arg(long, env = "SKEIN_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Name of the cluster: the prefix of its keys in Redis and of its snapshots in the bucket.
+    #[arg(long, env = "SKEIN_CLUSTER_NAME", default_value = "skein")]
+    pub cluster_name: String,
+    /// Deadline for one request to Redis or S3 (and for reaching them at start).
+    #[arg(long, env = "SKEIN_STORAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub storage_timeout: Duration,
+    /// Size bound of the local cache of S3 objects (bytes).
+    #[arg(long, env = "SKEIN_CACHE_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub cache_bytes: u64,
+    /// At start, restore the catalog from this snapshot (`latest`, or a key listed by the action
+    /// `skein.snapshots`) before opening tables: after the catalog store lost its data.
+    #[arg(long, env = "SKEIN_RESTORE_SNAPSHOT")]
+    pub restore_snapshot: Option<String>,
+    /// Take a catalog snapshot into the object store this often (`0s`: only on request).
+    #[arg(long, env = "SKEIN_SNAPSHOT_INTERVAL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Duration,
+}
+
+impl StorageConfig {
+    /// Local directory and local catalog file.
+    pub fn local() -> Self {
+        Self {
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: "us-east-1".into(),
+            redis_url: None,
+            cluster_name: "skein".into(),
+            storage_timeout: Duration::from_secs(10),
+            cache_bytes: 8 * 1024 * 1024 * 1024,
+            restore_snapshot: None,
+            snapshot_interval: Duration::from_secs(900),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -97,6 +151,9 @@ pub struct Config {
     /// Write-ahead log and buffer bound.
     #[command(flatten)]
     pub wal: WalSettings,
+    /// Object store and catalog.
+    #[command(flatten)]
+    pub storage: StorageConfig,
     /// DuckDB worker threads (0: one per core).
     #[arg(long, env = "SKEIN_QUERY_THREADS", default_value_t = 0)]
     pub query_threads: usize,
@@ -134,6 +191,7 @@ impl Config {
                 max_buffer_bytes: 1024 * 1024 * 1024,
                 buffer_wait: Duration::from_secs(30),
             },
+            storage: StorageConfig::local(),
             query_threads: 2,
             query_timeout: Duration::from_secs(300),
             log_format: LogFormat::Text,

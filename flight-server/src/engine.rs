@@ -77,8 +77,14 @@ impl std::ops::Deref for PooledConnection<'_> {
     type Target = Connection;
 
     fn deref(&self) -> &Connection {
-        // Present from creation until drop.
+        // Present from creation until drop or discard, after which it is not used.
         self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl PooledConnection<'_> {
+    pub fn discard(&mut self) {
+        self.conn.take();
     }
 }
 
@@ -129,7 +135,7 @@ impl Engine {
             // The catalog and anything else under the data directory stay out of reach.
             format!(
                 "SET allowed_directories = [{}]",
-                ["objects", "tmp", "duckdb-tmp"]
+                ["objects", "tmp", "duckdb-tmp", "cache"]
                     .iter()
                     .map(|d| literal(&format!("{}/{d}/", dir.display())))
                     .collect::<Vec<_>>()

@@ -127,6 +127,12 @@ impl From<Error> for Status {
             }
             Error::Wal(skein_wal::Error::TooLarge(_)) => Code::InvalidArgument,
             Error::Wal(_) => Code::Internal,
+            Error::Storage(
+                skein_storage::Error::ObjectStore { .. }
+                | skein_storage::Error::Redis { .. }
+                | skein_storage::Error::CatalogLost { .. },
+            ) => Code::Unavailable,
+            Error::Storage(skein_storage::Error::Snapshot { .. }) => Code::InvalidArgument,
             Error::Storage(_) | Error::Flight(_) | Error::Internal(_) => Code::Internal,
         };
         let message = e.to_string();

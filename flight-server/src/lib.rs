@@ -11,7 +11,8 @@
 //! - [`service`]: the Flight SQL RPCs, one module per command family.
 //! - [`node`]: shared state and the table lifecycle (create, append, flush, drop);
 //!   [`table`]: a table's buffer generations and DuckDB view; [`statements`]: DDL and DML.
-//! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification;
+//! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`prune`]: which
+//!   files a query's filters let it skip;
 //!   [`types`]: Arrow and DuckDB types and fitting batches to tables; [`params`]: parameters.
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`].
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod params;
 pub mod prepared;
+pub mod prune;
 pub mod queries;
 pub mod server;
 pub mod service;

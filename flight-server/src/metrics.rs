@@ -47,6 +47,20 @@ pub struct Metrics {
     pub ingest_waits: IntCounter,
     /// Writers refused with RESOURCE_EXHAUSTED after waiting for buffer space.
     pub ingest_rejected: IntCounter,
+    /// Parquet files queries read.
+    pub files_read: IntCounter,
+    /// Parquet files queries skipped by their statistics.
+    pub files_pruned: IntCounter,
+    /// Failed attempts to take in the shared catalog's changes.
+    pub catalog_refresh_failures: IntCounter,
+    /// Catalog snapshots stored.
+    pub snapshots: IntCounter,
+    /// Cache reads served locally, downloads, bytes downloaded, evictions, bytes held.
+    pub cache_hits: IntGauge,
+    pub cache_misses: IntGauge,
+    pub cache_downloaded_bytes: IntGauge,
+    pub cache_evictions: IntGauge,
+    pub cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -120,6 +134,27 @@ impl Metrics {
                 "ingest_rejected_total",
                 "Writers refused after waiting for buffer space",
             ),
+            files_read: counter("query_files_read_total", "Parquet files read by queries"),
+            files_pruned: counter(
+                "query_files_pruned_total",
+                "Parquet files queries skipped by their statistics",
+            ),
+            catalog_refresh_failures: counter(
+                "catalog_refresh_failures_total",
+                "Failed attempts to take in the shared catalog's changes",
+            ),
+            snapshots: counter("catalog_snapshots_total", "Catalog snapshots stored"),
+            cache_hits: gauge(
+                "cache_hits_total",
+                "Object reads served from the local cache",
+            ),
+            cache_misses: gauge("cache_misses_total", "Objects downloaded into the cache"),
+            cache_downloaded_bytes: gauge(
+                "cache_downloaded_bytes_total",
+                "Bytes downloaded into the cache",
+            ),
+            cache_evictions: gauge("cache_evictions_total", "Cache entries evicted"),
+            cache_bytes: gauge("cache_bytes", "Bytes held in the local cache"),
             registry,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use skein_storage::{
-    Catalog, CatalogState, ColumnMeta, FileMeta, LocalCatalog, LocalStore, ObjectStore, TableMeta,
+    Catalog, CatalogState, ColumnMeta, FileCache, FileMeta, ObjectStore, TableMeta,
     stats::read_file_stats,
 };
 use skein_wal::Wal;
@@ -24,7 +24,10 @@ use crate::queries::{Queries, SchemaCache};
 use crate::table::{FlushGeneration, TableRuntime};
 
 mod ingest;
+mod reads;
+mod shared;
 use ingest::{InFlight, open_wal};
+pub use reads::ReadSet;
 
 /// How long replaced or dropped objects stay readable, so that running queries never miss one.
 const DELETE_GRACE: Duration = Duration::from_secs(120);
@@ -49,6 +52,16 @@ pub struct Node {
     pub catalog: Catalog,
     /// Where Parquet files go.
     pub store: Arc<dyn ObjectStore>,
+    /// Local copies of remote objects (none when the store is a local directory).
+    pub cache: Option<Arc<FileCache>>,
+    /// This process's claim on its node id in a shared catalog.
+    claim: Option<shared::NodeClaim>,
+    /// One catalog refresh at a time.
+    sync: tokio::sync::Mutex<()>,
+    /// The catalog (epoch, version) the table runtimes reflect.
+    synced: parking_lot::Mutex<(u64, u64)>,
+    /// The version of a lost shared catalog this node saved as a snapshot.
+    lost_snapshot_saved: parking_lot::Mutex<Option<u64>>,
     /// Live tables by catalog id.
     tables: RwLock<HashMap<u64, Arc<TableRuntime>>>,
     /// Serialises CREATE, DROP and ALTER so that the catalog and DuckDB change in step.
@@ -82,9 +95,9 @@ pub struct Node {
     pub engine: Engine,
 }
 
-/// Local paths of a table's files, for DuckDB to read.
-fn table_paths(store: &dyn ObjectStore, meta: &TableMeta) -> Result<Vec<String>> {
-    meta.files
+/// Local paths of files in a local store.
+fn local_paths(store: &dyn ObjectStore, files: &[FileMeta]) -> Result<Vec<String>> {
+    files
         .iter()
         .map(|f| {
             store
@@ -93,6 +106,16 @@ fn table_paths(store: &dyn ObjectStore, meta: &TableMeta) -> Result<Vec<String>>
                 .ok_or_else(|| Error::Internal(format!("object {} has no local path", f.key)))
         })
         .collect()
+}
+
+/// What a table's permanent view reads: its files if they are local (a remote store's files
+/// are only read through a query's own view), so a table's view is never missing a file.
+fn table_paths(store: &dyn ObjectStore, meta: &TableMeta) -> Result<Vec<String>> {
+    let mut local = meta.clone();
+    if store.local_path("probe").is_none() {
+        local.files.clear();
+    }
+    local_paths(store, &local.files)
 }
 
 /// Runs blocking work (DuckDB, file I/O) off the async workers.
@@ -129,9 +152,13 @@ impl Node {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(data_dir.join("objects"))?);
-        let catalog =
-            Catalog::open(Arc::new(LocalCatalog::new(data_dir.join("catalog.json")))).await?;
+        let storage = shared::open_storage(&config, &data_dir).await?;
+        let (store, cache, claim) = (storage.store, storage.cache, storage.claim);
+        let catalog = Catalog::open(storage.backend).await?;
+        if let Some(key) = &config.storage.restore_snapshot {
+            shared::restore_at_start(&catalog, store.as_ref(), &config.storage.cluster_name, key)
+                .await?;
+        }
         let threads = config.query_threads;
         let engine = {
             let dir = data_dir.clone();
@@ -139,18 +166,32 @@ impl Node {
         };
         let snapshot = catalog.snapshot();
         let mut tables = HashMap::new();
+        let version = (snapshot.epoch, snapshot.version);
         for meta in snapshot.tables.values() {
             let paths = table_paths(store.as_ref(), meta)?;
-            let rt = TableRuntime::open(&engine, meta, &paths)?;
+            let rt = TableRuntime::open(&engine, meta, version, &paths)?;
             info!(table = %meta.name, files = meta.files.len(), rows = meta.file_rows(), "table opened");
             tables.insert(meta.id, Arc::new(rt));
         }
         let metrics = Metrics::new();
-        let wal = open_wal(&config, &data_dir, &snapshot, &tables, &metrics)?;
+        let catalog_empty = catalog.is_shared() && snapshot.tables.is_empty();
+        let wal = open_wal(
+            &config,
+            &data_dir,
+            &snapshot,
+            &tables,
+            &metrics,
+            catalog_empty,
+        )?;
         let node = Arc::new(Self {
             config,
             catalog,
             store,
+            cache,
+            claim,
+            sync: tokio::sync::Mutex::new(()),
+            synced: parking_lot::Mutex::new(version),
+            lost_snapshot_saved: parking_lot::Mutex::new(None),
             tables: RwLock::new(tables),
             ddl: tokio::sync::Mutex::new(()),
             queries: Queries::default(),
@@ -173,15 +214,30 @@ impl Node {
     async fn open_runtime(self: &Arc<Self>, meta: TableMeta) -> Result<Arc<TableRuntime>> {
         let paths = self.paths(&meta)?;
         let node = Arc::clone(self);
-        let rt = blocking(move || TableRuntime::open(&node.engine, &meta, &paths)).await?;
+        let snapshot = self.catalog.snapshot();
+        let version = (snapshot.epoch, snapshot.version);
+        let rt = blocking(move || TableRuntime::open(&node.engine, &meta, version, &paths)).await?;
         let rt = Arc::new(rt);
         self.tables.write().insert(rt.id, Arc::clone(&rt));
         Ok(rt)
     }
 
-    /// Local paths of a table's files, for DuckDB to read.
+    /// What a table's permanent view reads (its files if the store is local).
     fn paths(&self, meta: &TableMeta) -> Result<Vec<String>> {
         table_paths(self.store.as_ref(), meta)
+    }
+
+    /// Local paths of files in a local store.
+    fn local_paths(&self, files: &[FileMeta]) -> Result<Vec<String>> {
+        local_paths(self.store.as_ref(), files)
+    }
+
+    /// Gives a runtime the table's metadata from the newest catalog snapshot.
+    fn sync_meta(&self, rt: &TableRuntime) {
+        let s = self.catalog.snapshot();
+        if let Some(meta) = s.table_by_id(rt.id) {
+            rt.set_meta(meta, (s.epoch, s.version));
+        }
     }
 
     /// The live table called `name` (ignoring case).
@@ -378,10 +434,33 @@ impl Node {
                 Ok(t.clone())
             })
             .await?;
+        self.add_runtime_columns(&rt, added, meta).await
+    }
+
+    /// Adds columns another node added to a table (already in the catalog).
+    async fn apply_added_columns(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        added: Vec<ColumnMeta>,
+        meta: TableMeta,
+    ) -> Result<()> {
+        let _maintenance = rt.maintenance.lock().await;
+        self.add_runtime_columns(rt, added, meta).await
+    }
+
+    /// Adds `added` (in `meta`) to the buffers and views; the caller holds the maintenance lock.
+    async fn add_runtime_columns(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        added: Vec<ColumnMeta>,
+        meta: TableMeta,
+    ) -> Result<()> {
         let paths = self.paths(&meta)?;
-        let rt2 = Arc::clone(&rt);
+        let rt2 = Arc::clone(rt);
         let _gate = rt.ingest_gate.write().await;
-        blocking(move || rt2.add_columns(&added, &meta, &paths)).await
+        blocking(move || rt2.add_columns(&added, &meta, &paths)).await?;
+        self.sync_meta(rt);
+        Ok(())
     }
 
     /// Sets the gauges that are derived from the node's state; called before rendering metrics.
@@ -396,6 +475,17 @@ impl Node {
         self.metrics
             .wal_segments
             .set(self.wal.segment_count() as i64);
+        if let Some(cache) = &self.cache {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &cache.stats;
+            let m = &self.metrics;
+            m.cache_hits.set(s.hits.load(Relaxed) as i64);
+            m.cache_misses.set(s.misses.load(Relaxed) as i64);
+            m.cache_downloaded_bytes
+                .set(s.downloaded_bytes.load(Relaxed) as i64);
+            m.cache_evictions.set(s.evictions.load(Relaxed) as i64);
+            m.cache_bytes.set(cache.cached_bytes() as i64);
+        }
     }
 
     /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
@@ -446,6 +536,7 @@ impl Node {
                     table: rt.name.clone(),
                 })?;
             let paths = self.paths(&meta)?;
+            self.sync_meta(rt);
             let finish_rt = Arc::clone(rt);
             blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
             self.space.notify_waiters();
@@ -507,8 +598,9 @@ impl Node {
             self.store.delete(&key).await?;
             return Ok(false);
         };
-        rt.mark_committed(generation);
+        rt.mark_committed(generation, &key);
         let paths = self.paths(&meta)?;
+        self.sync_meta(rt);
         let finish_rt = Arc::clone(rt);
         blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
         self.space.notify_waiters();

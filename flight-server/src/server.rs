@@ -64,6 +64,7 @@ impl Server {
         let node = self.node;
         let flusher = tokio::spawn(Arc::clone(&node).run_flusher());
         let watchdog = tokio::spawn(Arc::clone(&node).run_query_watchdog());
+        let catalog_watch = tokio::spawn(Arc::clone(&node).run_catalog_watch());
         let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
         let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -83,6 +84,7 @@ impl Server {
         node.shutdown.cancel();
         let _ = flusher.await;
         let _ = watchdog.await;
+        let _ = catalog_watch.await;
         let _ = http.await;
         info!("flushing buffers before exit");
         if let Err(e) = node.flush_all(None).await {

@@ -121,8 +121,10 @@ impl Node {
                     return Ok(0);
                 }
                 let node = Arc::clone(self);
+                let reads = self.prepare_reads(&query).await?;
                 let (columns, batches) = blocking(move || {
                     let conn = node.engine.connect()?;
+                    reads.install(&conn)?;
                     let stage = stage_name();
                     execute_with(&conn, &format!("CREATE TEMP TABLE {stage} AS\n{query}\n"), &rows)?;
                     let staged = temp_columns(&conn, &stage)
@@ -150,8 +152,10 @@ impl Node {
                 let rt = self.table(table)?;
                 let node = Arc::clone(self);
                 let view = rt.name.clone();
+                let reads = self.prepare_reads(sql).await?;
                 let batches = blocking(move || {
                     let conn = node.engine.connect()?;
+                    reads.install(&conn)?;
                     let stage = stage_name();
                     conn.execute_batch(&format!(
                         "CREATE TEMP TABLE {stage} AS SELECT * FROM main.{} LIMIT 0",

@@ -1,10 +1,16 @@
-//! A table at run time: its in-memory buffer and the DuckDB view users query.
+//! A table at run time: its in-memory buffer and the DuckDB views users query.
 //!
 //! The buffer is a DuckDB table in the internal schema. Flushing swaps in a fresh buffer
-//! *generation* first, so appends go on while the old generation is written to Parquet; the
-//! view unions the table's files with every live generation, and is replaced, together with
-//! dropping the flushed generation, in one DuckDB transaction once the file is in the manifest.
-//! A row is therefore always visible exactly once. Every method blocks.
+//! *generation* first, so appends go on while the old generation is written to Parquet.
+//!
+//! Views: `main.<name>` is `SELECT * FROM "__skein_t<id>"`, and DuckDB resolves that inner name
+//! on the connection that runs the query, temporary objects first. A query gets a temporary
+//! `"__skein_t<id>"` over exactly the files it needs (after pruning, from the local cache) and
+//! the buffer generations of one consistent [`ReadView`]; the permanent `main."__skein_t<id>"`
+//! (the table's local files, if the store is local, and its generations) serves everything
+//! else, such as finding a result's schema. A flushed generation's table is dropped only when
+//! no read view holds it any more, and a read view never holds both a generation and the file
+//! it was flushed to: a row is always visible exactly once. Every method blocks.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -52,7 +58,7 @@ impl std::fmt::Debug for TableRuntime {
 }
 
 /// One buffer generation: a DuckDB table of rows not yet in Parquet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Generation {
     id: u64,
     /// Rows appended.
@@ -63,8 +69,10 @@ struct Generation {
     oldest: Option<Instant>,
     /// Lowest and highest WAL sequence numbers of the records appended.
     seqs: Option<(u64, u64)>,
-    /// Its Parquet file is in the manifest; only the view switch is left.
-    committed: bool,
+    /// Its Parquet file is in the manifest (under this key); only the view switch is left.
+    committed: Option<String>,
+    /// Held by every read view that includes the generation.
+    readers: Arc<()>,
 }
 
 impl Generation {
@@ -75,7 +83,8 @@ impl Generation {
             bytes: 0,
             oldest: None,
             seqs: None,
-            committed: false,
+            committed: None,
+            readers: Arc::new(()),
         }
     }
 }
@@ -88,6 +97,11 @@ struct Buffer {
     active: Generation,
     /// Older generations still being flushed (visible until their file is committed).
     flushing: Vec<Generation>,
+    /// Flushed generations that read views still hold; dropped once none does.
+    retired: Vec<Generation>,
+    /// The table's newest metadata (files, columns) and the catalog (epoch, version) it is from.
+    meta: TableMeta,
+    meta_version: (u64, u64),
     /// Set once the table is dropped; appends then fail.
     dropped: bool,
 }
@@ -121,6 +135,17 @@ pub struct BufferLevel {
     pub min_seq: Option<u64>,
 }
 
+/// What one query reads of a table: its files and live generations at one moment. Holding it
+/// keeps those generations' tables alive.
+#[derive(Debug)]
+pub struct ReadView {
+    /// The table's metadata, with the files to read.
+    pub meta: TableMeta,
+    /// Buffer generations to read.
+    pub generations: Vec<u64>,
+    _readers: Vec<Arc<()>>,
+}
+
 /// A generation handed to a flush.
 #[derive(Debug, Clone, Copy)]
 pub struct FlushGeneration {
@@ -145,8 +170,40 @@ fn column_list(columns: &[ColumnMeta]) -> String {
         .join(", ")
 }
 
-/// The SQL of the view over a table's files (at `paths`, one per file) and buffer generations.
+/// The name of the view `main.<name>` reads: a query's temporary view, or the permanent one.
+pub fn inner_view(id: u64) -> String {
+    ident(&format!("__skein_t{id}"))
+}
+
+/// The view users name.
+fn user_view_sql(meta: &TableMeta) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW main.{} AS SELECT * FROM {}",
+        ident(&meta.name),
+        inner_view(meta.id)
+    )
+}
+
+/// The permanent inner view.
 fn view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
+    format!(
+        "CREATE OR REPLACE VIEW main.{} AS {}",
+        inner_view(meta.id),
+        view_body(meta, paths, generations)
+    )
+}
+
+/// A query's temporary inner view over `meta`'s files (at `paths`) and `generations`.
+pub fn temp_view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
+    format!(
+        "CREATE OR REPLACE TEMP VIEW {} AS {}",
+        inner_view(meta.id),
+        view_body(meta, paths, generations)
+    )
+}
+
+/// The union of a table's files (at `paths`, one per file) and buffer generations.
+fn view_body(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
     let mut parts = Vec::new();
     // Files written before a column was added lack it: group files by the columns they hold.
     let mut groups: Vec<(Vec<String>, Vec<&str>)> = Vec::new();
@@ -182,11 +239,17 @@ fn view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
     for g in generations {
         parts.push(format!("SELECT {cols} FROM {}", buffer_table(meta.id, *g)));
     }
-    format!(
-        "CREATE OR REPLACE VIEW main.{} AS {}",
-        ident(&meta.name),
-        parts.join(" UNION ALL ")
-    )
+    if parts.is_empty() {
+        // A dropped table's view: no rows, the right columns.
+        let select = meta
+            .columns
+            .iter()
+            .map(|c| format!("CAST(NULL AS {}) AS {}", c.sql_type, ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        parts.push(format!("SELECT {select} WHERE false"));
+    }
+    parts.join(" UNION ALL ")
 }
 
 /// Runs `statements` in one transaction on `conn`; rolls back if any fails.
@@ -203,9 +266,14 @@ fn transaction(conn: &Connection, statements: &[String]) -> Result<()> {
 }
 
 impl TableRuntime {
-    /// Creates the buffer and the view of a table described by `meta` whose files are at
-    /// `paths`.
-    pub fn open(engine: &Engine, meta: &TableMeta, paths: &[String]) -> Result<Self> {
+    /// Creates the buffer and the views of a table described by `meta` (of catalog `version`)
+    /// whose files are at `paths` (none if they are not local).
+    pub fn open(
+        engine: &Engine,
+        meta: &TableMeta,
+        version: (u64, u64),
+        paths: &[String],
+    ) -> Result<Self> {
         let conn = engine.connect()?;
         let defs = meta
             .columns
@@ -222,6 +290,7 @@ impl TableRuntime {
                     buffer_table(meta.id, generation)
                 ),
                 view_sql(meta, paths, &[generation]),
+                user_view_sql(meta),
             ],
         )?;
         let schema = result_schema(
@@ -239,6 +308,9 @@ impl TableRuntime {
                 conn,
                 active: Generation::new(generation),
                 flushing: Vec::new(),
+                retired: Vec::new(),
+                meta: meta.clone(),
+                meta_version: version,
                 dropped: false,
             }),
             append_connections: Mutex::new(Vec::new()),
@@ -327,7 +399,7 @@ impl TableRuntime {
             return Ok(Some(FlushGeneration {
                 id: g.id,
                 max_seq: g.seqs.map(|s| s.1),
-                committed: g.committed,
+                committed: g.committed.is_some(),
             }));
         }
         if buf.active.rows == 0 || buf.dropped {
@@ -348,21 +420,92 @@ impl TableRuntime {
             ],
         )?;
         let flushed = std::mem::replace(&mut buf.active, Generation::new(new));
+        let max_seq = flushed.seqs.map(|s| s.1);
         buf.flushing.push(flushed);
         Ok(Some(FlushGeneration {
             id: old,
-            max_seq: flushed.seqs.map(|s| s.1),
+            max_seq,
             committed: false,
         }))
     }
 
-    /// Records that generation `generation`'s file is in the manifest, so that a retry after a
-    /// failed view switch does not write it again.
-    pub fn mark_committed(&self, generation: u64) {
+    /// Records that generation `generation`'s file is in the manifest under `key`, so that a
+    /// retry after a failed view switch does not write it again, and read views take either
+    /// the file or the generation, never both.
+    pub fn mark_committed(&self, generation: u64, key: &str) {
         let mut buf = self.buffer.lock();
         if let Some(g) = buf.flushing.iter_mut().find(|g| g.id == generation) {
-            g.committed = true;
+            g.committed = Some(key.to_string());
         }
+    }
+
+    /// Takes `meta` (from catalog `version`, as (epoch, version)) as the table's metadata if it
+    /// is newer than what the runtime has.
+    pub fn set_meta(&self, meta: &TableMeta, version: (u64, u64)) {
+        let mut buf = self.buffer.lock();
+        let newer = version.0 != buf.meta_version.0 || version.1 > buf.meta_version.1;
+        if newer {
+            buf.meta = meta.clone();
+            buf.meta_version = version;
+        }
+    }
+
+    /// The table's newest metadata.
+    pub fn meta(&self) -> TableMeta {
+        self.buffer.lock().meta.clone()
+    }
+
+    /// What a query reads now: every file of the newest metadata and every live generation,
+    /// except that a generation whose file is already listed is left out.
+    pub fn read_view(&self) -> Result<ReadView> {
+        let buf = self.buffer.lock();
+        if buf.dropped {
+            return Err(Error::UnknownTable {
+                table: self.name.clone(),
+            });
+        }
+        let listed: HashSet<&str> = buf.meta.files.iter().map(|f| f.key.as_str()).collect();
+        let mut generations = Vec::new();
+        let mut readers = Vec::new();
+        let mut unlisted_keys = HashSet::new();
+        for g in buf.generations() {
+            match &g.committed {
+                Some(key) if listed.contains(key.as_str()) => {}
+                other => {
+                    if let Some(key) = other {
+                        unlisted_keys.insert(key.clone());
+                    }
+                    generations.push(g.id);
+                    readers.push(Arc::clone(&g.readers));
+                }
+            }
+        }
+        let mut meta = buf.meta.clone();
+        meta.files.retain(|f| !unlisted_keys.contains(&f.key));
+        Ok(ReadView {
+            meta,
+            generations,
+            _readers: readers,
+        })
+    }
+
+    /// Drops the tables of flushed generations that no read view holds any more.
+    pub fn reap(&self) -> Result<()> {
+        let mut buf = self.buffer.lock();
+        let free: Vec<u64> = buf
+            .retired
+            .iter()
+            .filter(|g| Arc::strong_count(&g.readers) == 1)
+            .map(|g| g.id)
+            .collect();
+        for id in &free {
+            buf.conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {}",
+                buffer_table(self.id, *id)
+            ))?;
+        }
+        buf.retired.retain(|g| !free.contains(&g.id));
+        Ok(())
     }
 
     /// Writes generation `generation` to a Parquet file at `path` (zstd, with statistics).
@@ -388,15 +531,13 @@ impl TableRuntime {
             .into_iter()
             .filter(|g| *g != generation)
             .collect();
-        transaction(
-            &buf.conn,
-            &[
-                view_sql(meta, paths, &remaining),
-                format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, generation)),
-            ],
-        )?;
-        buf.flushing.retain(|g| g.id != generation);
-        Ok(())
+        transaction(&buf.conn, &[view_sql(meta, paths, &remaining)])?;
+        if let Some(i) = buf.flushing.iter().position(|g| g.id == generation) {
+            let done = buf.flushing.remove(i);
+            buf.retired.push(done);
+        }
+        drop(buf);
+        self.reap()
     }
 
     /// Adds columns (already in `meta`) to every generation and to the view.
@@ -406,7 +547,7 @@ impl TableRuntime {
         meta: &TableMeta,
         paths: &[String],
     ) -> Result<()> {
-        let buf = self.buffer.lock();
+        let mut buf = self.buffer.lock();
         let generations = buf.generation_ids();
         let mut statements = Vec::new();
         for g in &generations {
@@ -419,8 +560,20 @@ impl TableRuntime {
                 ));
             }
         }
+        for g in &buf.retired {
+            for c in added {
+                statements.push(format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    buffer_table(self.id, g.id),
+                    ident(&c.name),
+                    c.sql_type
+                ));
+            }
+        }
         statements.push(view_sql(meta, paths, &generations));
+        statements.push(user_view_sql(meta));
         transaction(&buf.conn, &statements)?;
+        buf.meta.columns = meta.columns.clone();
         let schema = result_schema(
             &buf.conn,
             &format!("SELECT * FROM {}", buffer_table(self.id, buf.active.id)),
@@ -430,17 +583,26 @@ impl TableRuntime {
         Ok(())
     }
 
-    /// Removes the view and every buffer generation; later appends fail.
+    /// Removes the views and every buffer generation; later appends fail.
     pub fn drop_all(&self, name_in_view: &str) -> Result<()> {
         let mut buf = self.buffer.lock();
-        let mut statements = vec![format!("DROP VIEW IF EXISTS main.{}", ident(name_in_view))];
-        for g in buf.generation_ids() {
+        let mut statements = vec![
+            format!("DROP VIEW IF EXISTS main.{}", ident(name_in_view)),
+            format!("DROP VIEW IF EXISTS main.{}", inner_view(self.id)),
+        ];
+        let ids: Vec<u64> = buf
+            .generation_ids()
+            .into_iter()
+            .chain(buf.retired.iter().map(|g| g.id))
+            .collect();
+        for g in ids {
             statements.push(format!("DROP TABLE IF EXISTS {}", buffer_table(self.id, g)));
         }
         transaction(&buf.conn, &statements)?;
         self.append_connections.lock().clear();
         buf.dropped = true;
         buf.flushing.clear();
+        buf.retired.clear();
         buf.active = Generation::new(buf.active.id);
         Ok(())
     }

@@ -2,8 +2,8 @@
 //! its data.
 //!
 //! A snapshot is the whole [`CatalogState`] as JSON under
-//! `catalog-snapshots/<cluster>/<taken at, ms>-v<version>.json`, so listing a prefix lists them in
-//! time order. A restore first checks a snapshot against the objects that exist ([`plan`]), and
+//! `catalog-snapshots/<cluster>/<taken at, ms>-e<epoch>-v<version>.json`. The newest state is
+//! the one with the highest (epoch, version), whichever node took it and when. A restore first checks a snapshot against the objects that exist ([`plan`]), and
 //! only then makes it the catalog (`Catalog::restore`).
 
 use std::collections::BTreeSet;
@@ -25,27 +25,40 @@ pub struct SnapshotInfo {
     pub key: String,
     /// When it was taken, milliseconds since the Unix epoch.
     pub taken_at_ms: i64,
+    /// The catalog epoch it holds.
+    pub epoch: u64,
     /// The catalog version it holds.
     pub version: u64,
 }
 
 fn parse_key(key: &str) -> Option<SnapshotInfo> {
     let name = key.rsplit('/').next()?.strip_suffix(".json")?;
-    let (at, version) = name.split_once("-v")?;
+    let (rest, version) = name.split_once("-v")?;
+    let (at, epoch) = rest.split_once("-e")?;
     Some(SnapshotInfo {
         key: key.to_string(),
         taken_at_ms: at.parse().ok()?,
+        epoch: epoch.parse().ok()?,
         version: version.parse().ok()?,
     })
 }
 
 /// Stores `state` as a snapshot of `cluster`; returns its description.
-pub async fn save(store: &dyn ObjectStore, cluster: &str, state: &CatalogState) -> Result<SnapshotInfo> {
+pub async fn save(
+    store: &dyn ObjectStore,
+    cluster: &str,
+    state: &CatalogState,
+) -> Result<SnapshotInfo> {
     let taken_at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let key = format!("{}{taken_at_ms:015}-v{}.json", prefix(cluster), state.version);
+    let key = format!(
+        "{}{taken_at_ms:015}-e{}-v{}.json",
+        prefix(cluster),
+        state.epoch,
+        state.version
+    );
     let bytes = serde_json::to_vec(state).map_err(|e| Error::Snapshot {
         key: key.clone(),
         message: e.to_string(),
@@ -54,6 +67,7 @@ pub async fn save(store: &dyn ObjectStore, cluster: &str, state: &CatalogState) 
     Ok(SnapshotInfo {
         key,
         taken_at_ms,
+        epoch: state.epoch,
         version: state.version,
     })
 }
@@ -70,20 +84,32 @@ pub async fn list(store: &dyn ObjectStore, cluster: &str) -> Result<Vec<Snapshot
     Ok(snapshots)
 }
 
-/// Reads a snapshot: `key` is a snapshot's key, or `latest`.
-pub async fn load(store: &dyn ObjectStore, cluster: &str, key: &str) -> Result<(SnapshotInfo, CatalogState)> {
+/// Reads a snapshot: `key` is a snapshot's key, or `latest` (the newest catalog state: highest
+/// epoch, then version).
+pub async fn load(
+    store: &dyn ObjectStore,
+    cluster: &str,
+    key: &str,
+) -> Result<(SnapshotInfo, CatalogState)> {
     let info = if key == "latest" {
-        list(store, cluster).await?.pop().ok_or_else(|| Error::Snapshot {
-            key: prefix(cluster),
-            message: format!("cluster {cluster:?} has no snapshots in {}", store.describe()),
-        })?
+        list(store, cluster)
+            .await?
+            .into_iter()
+            .max_by_key(|s| (s.epoch, s.version, s.taken_at_ms))
+            .ok_or_else(|| Error::Snapshot {
+                key: prefix(cluster),
+                message: format!(
+                    "cluster {cluster:?} has no snapshots in {}",
+                    store.describe()
+                ),
+            })?
     } else {
         parse_key(key)
             .filter(|s| s.key.starts_with(&prefix(cluster)))
             .ok_or_else(|| Error::Snapshot {
                 key: key.to_string(),
                 message: format!(
-                    "not a snapshot of cluster {cluster:?} (expected {}<ms>-v<version>.json)",
+                    "not a snapshot of cluster {cluster:?} (expected {}<ms>-e<epoch>-v<version>.json)",
                     prefix(cluster)
                 ),
             })?
@@ -120,7 +146,11 @@ pub struct RestorePlan {
 }
 
 /// Checks `state` against the objects in `store`.
-pub async fn plan(store: &dyn ObjectStore, snapshot: SnapshotInfo, state: &CatalogState) -> Result<RestorePlan> {
+pub async fn plan(
+    store: &dyn ObjectStore,
+    snapshot: SnapshotInfo,
+    state: &CatalogState,
+) -> Result<RestorePlan> {
     let present: BTreeSet<String> = store.list("tables/").await?.into_iter().collect();
     let files: Vec<_> = state.tables.values().flat_map(|t| t.files.iter()).collect();
     Ok(RestorePlan {
@@ -159,10 +189,13 @@ mod tests {
         let (info, loaded) = load(&store, "c1", "latest").await.expect("latest");
         assert_eq!(loaded.version, 4);
         assert_eq!(info.version, 4);
-        let err = load(&store, "c1", "catalog-snapshots/other/1-v1.json")
+        let err = load(&store, "c1", "catalog-snapshots/other/1-e0-v1.json")
             .await
             .expect_err("foreign key");
-        assert!(err.to_string().contains("not a snapshot of cluster"), "{err}");
+        assert!(
+            err.to_string().contains("not a snapshot of cluster"),
+            "{err}"
+        );
         let plan = plan(&store, info, &loaded).await.expect("plan");
         assert_eq!((plan.tables, plan.files), (0, 0));
     }

@@ -141,7 +141,11 @@ impl FileCache {
     }
 
     /// A local copy of `file`, downloaded from `store` unless cached.
-    pub async fn get(self: &Arc<Self>, store: &dyn ObjectStore, file: &FileMeta) -> Result<CachedFile> {
+    pub async fn get(
+        self: &Arc<Self>,
+        store: &dyn ObjectStore,
+        file: &FileMeta,
+    ) -> Result<CachedFile> {
         let name = entry_name(file);
         if let Some(hit) = self.pin(&name) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +273,10 @@ mod tests {
         let b2 = cache.get(&store, &file("b", 7, 2)).await.expect("new b");
         assert_eq!(std::fs::read(b2.path()).expect("read"), b"BBBBBBB");
         // A manifest entry that does not match the object is refused, not served.
-        let err = cache.get(&store, &file("a", 5, 9)).await.expect_err("size mismatch");
+        let err = cache
+            .get(&store, &file("a", 5, 9))
+            .await
+            .expect_err("size mismatch");
         assert!(err.to_string().contains("replaced"), "{err}");
     }
 }

@@ -28,11 +28,11 @@ pub mod redis_catalog;
 pub mod s3;
 pub mod stats;
 
+pub use cache::{CachedFile, FileCache};
 pub use catalog::{
     Catalog, CatalogBackend, CatalogState, ColumnMeta, FileMeta, LocalCatalog, TableMeta,
 };
 pub use error::{Error, Result};
-pub use cache::{CachedFile, FileCache};
 pub use object_store::{LocalStore, ObjectStore};
 pub use redis_catalog::RedisCatalog;
 pub use s3::{S3Config, S3Store};

@@ -116,7 +116,9 @@ impl ObjectStore for LocalStore {
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path_of(key)?;
-        tokio::fs::read(&path).await.map_err(|e| not_found_or_io(key, path, e))
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| not_found_or_io(key, path, e))
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64> {

@@ -64,6 +64,16 @@ local head = redis.call('HMGET', KEYS[1], 'version', 'next_table_id', 'epoch')
 return {head[1] or '0', head[2] or '0', head[3] or '0', redis.call('HGETALL', KEYS[2])}
 ";
 
+/// Takes or renews a claim. KEYS: the claim. ARGV: token, TTL in ms. Returns 1 if held.
+const CLAIM: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 /// The catalog of one cluster in Redis.
 pub struct RedisCatalog {
     pool: Pool,
@@ -160,6 +170,24 @@ impl RedisCatalog {
                     self.timeout.as_millis()
                 ))
             })?
+    }
+
+    /// Claims `node_id` for the process holding `token` for `ttl` (renew well within it).
+    /// Returns false while another live process holds it: two processes with one node id
+    /// would overwrite each other's objects and WAL positions.
+    pub async fn claim_node(&self, node_id: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM)
+            .arg(1)
+            .arg(format!("{}:node:{node_id}", self.prefix()))
+            .arg(token)
+            .arg(ttl.as_millis() as u64);
+        let held: i64 = self.run(cmd).await?;
+        Ok(held == 1)
+    }
+
+    fn prefix(&self) -> &str {
+        self.head_key.trim_end_matches(":catalog")
     }
 
     fn script(&self, body: &str) -> redis::Cmd {

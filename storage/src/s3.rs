@@ -107,7 +107,10 @@ fn describe(e: &S3Error) -> String {
                 (Some(code), Some(message)) => format!("HTTP {status} {code}: {message}"),
                 (Some(code), None) => format!("HTTP {status} {code}"),
                 _ if body.trim().is_empty() => format!("HTTP {status}"),
-                _ => format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()),
+                _ => format!(
+                    "HTTP {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                ),
             }
         }
         S3Error::Reqwest(e) => {
@@ -182,7 +185,11 @@ impl S3Store {
             message,
             transient: false,
         };
-        match self.bucket.list_page(String::new(), None, None, None, Some(1)).await {
+        match self
+            .bucket
+            .list_page(String::new(), None, None, None, Some(1))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(S3Error::HttpFailWithBody(404, body)) if body.contains("NoSuchBucket") => {
                 let region = self.bucket.region.clone();
@@ -296,7 +303,9 @@ impl ObjectStore for S3Store {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let pages = self
-            .retry("list", prefix, || self.bucket.list(prefix.to_string(), None))
+            .retry("list", prefix, || {
+                self.bucket.list(prefix.to_string(), None)
+            })
             .await?;
         let mut keys: Vec<String> = pages
             .into_iter()

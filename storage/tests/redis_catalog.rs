@@ -24,7 +24,14 @@ impl RedisServer {
             .expect("free port")
             .port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--dir"])
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -124,7 +131,11 @@ async fn concurrent_writers_on_separate_connections_lose_no_update() {
     }
     let stored = catalog(&server, "c").await.snapshot();
     let t = stored.table("t").expect("table");
-    assert_eq!(t.files.len(), WRITERS * COMMITS, "every file committed once");
+    assert_eq!(
+        t.files.len(),
+        WRITERS * COMMITS,
+        "every file committed once"
+    );
     let mut keys: Vec<_> = t.files.iter().map(|f| f.key.clone()).collect();
     keys.dedup();
     assert_eq!(keys.len(), WRITERS * COMMITS);
@@ -157,7 +168,10 @@ async fn a_lost_catalog_is_refused_until_restored() {
         .replace(&CatalogState::default())
         .await
         .expect("wipe");
-    assert!(matches!(a.refresh().await, Err(Error::CatalogLost { seen: 2, found: 0 })));
+    assert!(matches!(
+        a.refresh().await,
+        Err(Error::CatalogLost { seen: 2, found: 0 })
+    ));
     let err = a
         .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
             s.tables.remove("t");
@@ -198,7 +212,10 @@ async fn an_unreachable_server_is_an_error_within_the_deadline() {
     .await
     .expect_err("nothing listens");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     let err = RedisCatalog::connect("http://x", "c", Duration::from_secs(2))
         .await
         .expect_err("not a Redis URL");

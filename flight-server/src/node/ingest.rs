@@ -52,6 +52,7 @@ pub(super) fn open_wal(
     snapshot: &CatalogState,
     tables: &HashMap<u64, Arc<TableRuntime>>,
     metrics: &Metrics,
+    catalog_empty: bool,
 ) -> Result<Wal> {
     let node_id = &config.node_id;
     let flushed = |t: &TableMeta| t.flushed_wal.get(node_id).copied().unwrap_or(0);
@@ -80,6 +81,13 @@ pub(super) fn open_wal(
             let (Some(meta), Some(rt)) =
                 (by_id.get(&record.table_id), tables.get(&record.table_id))
             else {
+                if catalog_empty {
+                    return Err(Error::InvalidArgument(format!(
+                        "the WAL holds rows of table id {} but the shared catalog is empty: it \
+                         was probably lost; restore it first (--restore-snapshot latest)",
+                        record.table_id
+                    )));
+                }
                 return Ok(false); // the table was dropped since
             };
             if seq <= flushed(meta) {
@@ -217,7 +225,7 @@ impl Node {
         }
     }
 
-    fn stop_writes(&self, reason: String) {
+    pub(super) fn stop_writes(&self, reason: String) {
         let mut stopped = self.writes_stopped.lock();
         if stopped.is_none() {
             tracing::error!(reason = %reason, "this node stops accepting writes");

@@ -24,6 +24,9 @@ pub(crate) const FLUSH: &str = "skein.flush";
 pub(crate) const NODES: &str = "skein.nodes";
 /// Name of the standard Flight action that cancels a query.
 pub(crate) const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+pub(crate) const SNAPSHOT: &str = "skein.snapshot";
+pub(crate) const SNAPSHOTS: &str = "skein.snapshots";
+pub(crate) const RESTORE: &str = "skein.restore";
 
 pub(crate) fn custom_actions() -> Vec<ActionType> {
     vec![
@@ -45,7 +48,41 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
                           node_id, address (Flight host:port), version and state. Body: empty"
                 .into(),
         },
+        ActionType {
+            r#type: SNAPSHOT.into(),
+            description: "Store a snapshot of the catalog (tables, files, WAL positions) in \
+                          the object store now. Body: empty; result: JSON {key, taken_at_ms, \
+                          epoch, version}"
+                .into(),
+        },
+        ActionType {
+            r#type: SNAPSHOTS.into(),
+            description: "List the stored catalog snapshots, oldest first: one JSON object \
+                          per result. Body: empty"
+                .into(),
+        },
+        ActionType {
+            r#type: RESTORE.into(),
+            description: "Restore the catalog from a snapshot. Body: JSON {\"snapshot\": key or \
+                          \"latest\", \"dry_run\": true|false}; result: JSON with the tables, \
+                          files and rows it brings back and any files missing from the store"
+                .into(),
+        },
     ]
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreRequest {
+    snapshot: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn json_result<T: serde::Serialize>(value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(format!("encoding a result: {e}")))
 }
 
 /// Cancels the queries of every endpoint of `info`; returns whether any was known.
@@ -153,6 +190,33 @@ pub(crate) async fn fallback(
             Ok(single(Bytes::from(body.to_string())))
         }
         NODES => Ok(nodes(node, local_addr)),
+        SNAPSHOT => Ok(single(json_result(&node.take_snapshot().await?)?)),
+        SNAPSHOTS => {
+            let results = node
+                .list_snapshots()
+                .await?
+                .iter()
+                .map(|s| json_result(s).map(|body| arrow_flight::Result { body }))
+                .collect::<Vec<_>>();
+            Ok(Box::pin(futures::stream::iter(
+                results.into_iter().map(|r| r.map_err(tonic::Status::from)),
+            )))
+        }
+        RESTORE => {
+            let request: RestoreRequest = serde_json::from_slice(&action.body).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "the restore action's body must be JSON {{\"snapshot\": \"latest\" or a key, \
+                     \"dry_run\": true|false}}: {e}"
+                ))
+            })?;
+            let plan = node
+                .restore_snapshot(&request.snapshot, request.dry_run)
+                .await?;
+            let mut body = serde_json::to_value(&plan)
+                .map_err(|e| Error::Internal(format!("encoding a result: {e}")))?;
+            body["dry_run"] = serde_json::Value::Bool(request.dry_run);
+            Ok(single(json_result(&body)?))
+        }
         other => Err(Error::Unsupported(format!(
             "unknown action {other:?}; ListActions names the actions this node serves"
         ))),

@@ -145,11 +145,16 @@ pub(crate) async fn run(
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
+    let reads = node.prepare_reads(&sql).await?;
     tokio::task::spawn_blocking(move || {
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
         let outcome = (|| -> Result<()> {
-            let conn = worker.engine.pooled()?;
+            let mut conn = worker.engine.pooled()?;
+            if let Err(e) = reads.install(&conn) {
+                conn.discard();
+                return Err(e);
+            }
             let interrupt = conn.interrupt_handle();
             let timeout = worker.config.query_timeout();
             worker
@@ -189,6 +194,11 @@ pub(crate) async fn run(
                 Ok(())
             })();
             let stopped = worker.queries.finish(&query_id, &interrupt, timeout);
+            // The temporary views go before the connection serves anyone else.
+            if !reads.is_empty() && reads.remove(&conn).is_err() {
+                conn.discard();
+            }
+            drop(reads);
             // An interrupted query fails with DuckDB's INTERRUPT error; say why it was stopped.
             result.map_err(|e| stopped.unwrap_or(e))
         })();

@@ -1,0 +1,332 @@
+//! Shared storage: opening the object store and catalog a node is configured with, taking in
+//! other nodes' catalog changes, and catalog snapshots (backup and restore).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_storage::backup::{self, RestorePlan, SnapshotInfo};
+use skein_storage::{
+    CatalogBackend, CatalogState, FileCache, LocalCatalog, LocalStore, ObjectStore, RedisCatalog,
+    S3Config, S3Store,
+};
+use tracing::{info, warn};
+
+use super::{Node, blocking};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// What storage a node runs on.
+pub(super) struct Storage {
+    pub store: Arc<dyn ObjectStore>,
+    pub backend: Arc<dyn CatalogBackend>,
+    pub cache: Option<Arc<FileCache>>,
+    pub claim: Option<NodeClaim>,
+}
+
+/// How long a node's claim on its id lasts without renewal.
+const CLAIM_TTL: Duration = Duration::from_secs(10);
+
+/// This process's claim on its node id in a shared catalog.
+#[derive(Debug)]
+pub(super) struct NodeClaim {
+    redis: Arc<RedisCatalog>,
+    node_id: String,
+    token: String,
+}
+
+impl NodeClaim {
+    /// Takes the claim, waiting out one TTL for the claim of a process that stopped.
+    async fn take(redis: Arc<RedisCatalog>, node_id: &str, cluster: &str) -> Result<Self> {
+        let claim = Self {
+            redis,
+            node_id: node_id.to_string(),
+            token: uuid::Uuid::new_v4().to_string(),
+        };
+        let deadline = tokio::time::Instant::now() + CLAIM_TTL + Duration::from_secs(1);
+        loop {
+            if claim.renew().await? {
+                return Ok(claim);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::InvalidArgument(format!(
+                    "node id {node_id:?} is in use by another running node of cluster \
+                     {cluster:?}: give every node its own --node-id"
+                )));
+            }
+            info!(
+                node_id,
+                "waiting for the previous claim on this node id to expire"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Renews the claim; false if another process took it.
+    pub(super) async fn renew(&self) -> Result<bool> {
+        Ok(self
+            .redis
+            .claim_node(&self.node_id, &self.token, CLAIM_TTL)
+            .await?)
+    }
+}
+
+/// Opens the configured object store and catalog, failing fast with a message that names what
+/// is wrong when either cannot be reached.
+pub(super) async fn open_storage(config: &Config, data_dir: &Path) -> Result<Storage> {
+    let s = &config.storage;
+    let (store, cache): (Arc<dyn ObjectStore>, _) = match (&s.s3_endpoint, &s.s3_bucket) {
+        (None, None) => (Arc::new(LocalStore::open(data_dir.join("objects"))?), None),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::InvalidArgument(
+                "--s3-endpoint and --s3-bucket go together: give both or neither".into(),
+            ));
+        }
+        (Some(endpoint), Some(bucket)) => {
+            let key = |name: &str| {
+                std::env::var(name).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "--s3-endpoint needs credentials: set {name} (and AWS_ACCESS_KEY_ID / \
+                         AWS_SECRET_ACCESS_KEY)"
+                    ))
+                })
+            };
+            let mut cfg = S3Config::new(
+                endpoint,
+                bucket,
+                &s.s3_region,
+                &key("AWS_ACCESS_KEY_ID")?,
+                &key("AWS_SECRET_ACCESS_KEY")?,
+            );
+            cfg.request_timeout = s.storage_timeout;
+            let store = S3Store::new(cfg)?;
+            store.check().await?;
+            let cache = FileCache::open(data_dir.join("cache"), s.cache_bytes)?;
+            (Arc::new(store), Some(cache))
+        }
+    };
+    let mut claim = None;
+    let backend: Arc<dyn CatalogBackend> = match &s.redis_url {
+        None => Arc::new(LocalCatalog::new(data_dir.join("catalog.json"))),
+        Some(url) => {
+            if cache.is_none() {
+                return Err(Error::InvalidArgument(
+                    "--redis-url shares the catalog with other nodes, which cannot read this \
+                     node's local files: give --s3-endpoint and --s3-bucket too"
+                        .into(),
+                ));
+            }
+            let redis =
+                Arc::new(RedisCatalog::connect(url, &s.cluster_name, s.storage_timeout).await?);
+            claim =
+                Some(NodeClaim::take(Arc::clone(&redis), &config.node_id, &s.cluster_name).await?);
+            redis
+        }
+    };
+    Ok(Storage {
+        store,
+        backend,
+        cache,
+        claim,
+    })
+}
+
+impl Node {
+    /// Takes in what other nodes changed in the shared catalog: new tables get a runtime,
+    /// dropped ones lose theirs, added columns and new files show up. If the catalog store lost
+    /// its data, keeps serving what this node knows and saves it as a snapshot, once, so that
+    /// a restore of the latest snapshot brings it back.
+    pub async fn refresh_catalog(self: &Arc<Self>) -> Result<()> {
+        let _sync = self.sync.lock().await;
+        if let Err(e) = self.catalog.refresh().await {
+            self.metrics.catalog_refresh_failures.inc();
+            if let skein_storage::Error::CatalogLost { seen, .. } = e {
+                let first_time = {
+                    let mut saved = self.lost_snapshot_saved.lock();
+                    let first = *saved != Some(seen);
+                    *saved = Some(seen);
+                    first
+                };
+                if first_time {
+                    let state = self.catalog.snapshot();
+                    match backup::save(
+                        self.store.as_ref(),
+                        &self.config.storage.cluster_name,
+                        &state,
+                    )
+                    .await
+                    {
+                        Ok(info) => {
+                            warn!(snapshot = %info.key, version = seen, "the shared catalog was lost; saved this node's copy as a snapshot: restore it with the action skein.restore")
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "the shared catalog was lost and saving this node's copy failed")
+                        }
+                    }
+                }
+            }
+            return Err(e.into());
+        }
+        self.apply_catalog().await
+    }
+
+    /// Brings the table runtimes in line with the catalog snapshot.
+    pub(super) async fn apply_catalog(self: &Arc<Self>) -> Result<()> {
+        let snapshot = self.catalog.snapshot();
+        let version = (snapshot.epoch, snapshot.version);
+        if *self.synced.lock() == version {
+            return Ok(());
+        }
+        let _ddl = self.ddl.lock().await;
+        let gone: Vec<_> = {
+            let tables = self.tables.read();
+            tables
+                .values()
+                .filter(|rt| snapshot.table_by_id(rt.id).is_none())
+                .cloned()
+                .collect()
+        };
+        for rt in gone {
+            let _maintenance = rt.maintenance.lock().await;
+            self.tables.write().remove(&rt.id);
+            let _gate = rt.ingest_gate.write().await;
+            let drop_rt = Arc::clone(&rt);
+            let name = rt.name.clone();
+            blocking(move || drop_rt.drop_all(&name)).await?;
+            self.space.notify_waiters();
+            info!(table = %rt.name, "table dropped by another node");
+        }
+        for meta in snapshot.tables.values() {
+            let existing = self.tables.read().get(&meta.id).cloned();
+            match existing {
+                None => {
+                    self.open_runtime(meta.clone()).await?;
+                    info!(table = %meta.name, files = meta.files.len(), "table created by another node");
+                }
+                Some(rt) => {
+                    let known = rt.meta();
+                    if meta.columns.len() > known.columns.len() {
+                        let added = meta.columns[known.columns.len()..].to_vec();
+                        self.apply_added_columns(&rt, added, meta.clone()).await?;
+                    }
+                    rt.set_meta(meta, version);
+                }
+            }
+        }
+        *self.synced.lock() = version;
+        Ok(())
+    }
+
+    /// Stores a snapshot of the catalog in the object store.
+    pub async fn take_snapshot(&self) -> Result<SnapshotInfo> {
+        let state = self.catalog.snapshot();
+        let info = backup::save(
+            self.store.as_ref(),
+            &self.config.storage.cluster_name,
+            &state,
+        )
+        .await?;
+        self.metrics.snapshots.inc();
+        info!(snapshot = %info.key, version = info.version, "catalog snapshot taken");
+        Ok(info)
+    }
+
+    /// The stored snapshots, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        Ok(backup::list(self.store.as_ref(), &self.config.storage.cluster_name).await?)
+    }
+
+    /// Restores the catalog from snapshot `key` (or `latest`). A dry run only reports what it
+    /// would bring back; a restore refuses a snapshot whose files are missing from the store.
+    pub async fn restore_snapshot(
+        self: &Arc<Self>,
+        key: &str,
+        dry_run: bool,
+    ) -> Result<RestorePlan> {
+        let cluster = &self.config.storage.cluster_name;
+        let (info, state) = backup::load(self.store.as_ref(), cluster, key).await?;
+        let plan = backup::plan(self.store.as_ref(), info, &state).await?;
+        if dry_run {
+            return Ok(plan);
+        }
+        if !plan.missing_objects.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot {} lists {} file(s) missing from {}, e.g. {}; not restored",
+                plan.snapshot.key,
+                plan.missing_objects.len(),
+                self.store.describe(),
+                plan.missing_objects[0]
+            )));
+        }
+        let _sync = self.sync.lock().await;
+        let restored = self.catalog.restore(&state).await?;
+        *self.lost_snapshot_saved.lock() = None;
+        info!(snapshot = %plan.snapshot.key, version = restored.version, epoch = restored.epoch, tables = plan.tables, files = plan.files, "catalog restored");
+        self.apply_catalog().await?;
+        Ok(plan)
+    }
+
+    /// Watches the shared catalog (every second) and takes periodic snapshots, until shutdown.
+    pub async fn run_catalog_watch(self: Arc<Self>) {
+        let interval = self.config.storage.snapshot_interval;
+        let mut last_snapshot = tokio::time::Instant::now();
+        let mut last_version = None;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if self.catalog.is_shared()
+                && let Err(e) = self.refresh_catalog().await
+            {
+                warn!(error = %e, "taking in catalog changes failed; will retry");
+            }
+            if let Some(claim) = &self.claim {
+                match claim.renew().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.stop_writes(format!(
+                            "another node took over node id {:?}: give every node its own --node-id",
+                            self.config.node_id
+                        ));
+                    }
+                    Err(e) => warn!(error = %e, "renewing this node's claim on its id failed"),
+                }
+            }
+            let version = self.catalog.snapshot().version;
+            let due = !interval.is_zero()
+                && last_snapshot.elapsed() >= interval
+                && last_version != Some(version);
+            if due {
+                last_snapshot = tokio::time::Instant::now();
+                match self.take_snapshot().await {
+                    Ok(_) => last_version = Some(version),
+                    Err(e) => warn!(error = %e, "catalog snapshot failed; will retry"),
+                }
+            }
+        }
+    }
+}
+
+/// Restores snapshot `key` into `catalog` before the node opens its tables
+/// (`--restore-snapshot`), so that WAL replay finds the tables again.
+pub(super) async fn restore_at_start(
+    catalog: &skein_storage::Catalog,
+    store: &dyn ObjectStore,
+    cluster: &str,
+    key: &str,
+) -> Result<CatalogState> {
+    let (info, state) = backup::load(store, cluster, key).await?;
+    let plan = backup::plan(store, info, &state).await?;
+    if let Some(first) = plan.missing_objects.first() {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {} lists {} file(s) missing from {}, e.g. {first}; not restored",
+            plan.snapshot.key,
+            plan.missing_objects.len(),
+            store.describe(),
+        )));
+    }
+    let restored = catalog.restore(&state).await?;
+    info!(snapshot = %plan.snapshot.key, version = restored.version, tables = plan.tables, files = plan.files, "catalog restored at start");
+    Ok(restored)
+}
