@@ -239,3 +239,22 @@ def test_bad_or_unreachable_endpoints_stop_the_node_with_a_clear_error(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     code, _, err = start_failing(tmp_path, "--s3-endpoint", seaweed.endpoint, "--s3-bucket", bucket)
     assert code != 0 and "403" in err, err[-2000:]
+
+
+def test_a_file_above_the_multipart_threshold_round_trips(
+        aws_env, seaweed, bucket, redis_server, make_node):
+    import random
+    rng = random.Random(7)
+    n_rows = 1_300_000  # random 64-bit integers: a Parquet file well above 8 MiB
+    big = pa.table({"id": pa.array(range(n_rows), pa.int64()),
+                    "r": pa.array([rng.getrandbits(63) for _ in range(n_rows)], pa.int64())})
+    a = make_node(*storage_flags(seaweed, bucket, redis_server, "--node-id", "a"))
+    # In batches under the ADBC driver's 16 MiB message limit.
+    ingest(a, pa.RecordBatchReader.from_batches(big.schema, big.to_batches(200_000)), name="big")
+    a.flush("big")
+    sizes = seaweed.list_objects(bucket, "tables/")
+    assert max(sizes.values()) > 8 * 1024 * 1024, sizes
+    fresh = make_node(*storage_flags(seaweed, bucket, redis_server, "--node-id", "fresh"))
+    sql = "SELECT count(*) AS n, sum(r % 1000003) AS s, max(r) AS m FROM big"
+    with fresh.connect() as conn:
+        assert_same_rows(query(conn, sql), oracle({"big": big}, sql))
