@@ -89,6 +89,27 @@ impl Drop for CachedFile {
     }
 }
 
+/// A scratch file removed on drop unless it was renamed away.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A download in progress; its entry in `loading` goes when it ends.
+struct LoadingEntry<'a> {
+    cache: &'a FileCache,
+    name: &'a str,
+}
+
+impl Drop for LoadingEntry<'_> {
+    fn drop(&mut self) {
+        self.cache.loading.lock().remove(self.name);
+    }
+}
+
 /// The entry name of a file: its key, size and commit time, hashed.
 fn entry_name(file: &FileMeta) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -157,11 +178,16 @@ impl FileCache {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
         }
-        let tmp = self.dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-        let loaded = store.get_to_file(&file.key, &tmp).await;
-        let path = self.dir.join(&name);
-        let result = match loaded {
-            Ok(n) if n != file.bytes => Err(Error::ObjectStore {
+        // Removes the partial download and the loading entry however this ends (also when the
+        // query is cancelled mid-download and this future is dropped).
+        let tmp = TempFile(self.dir.join(format!(".{}.tmp", uuid::Uuid::new_v4())));
+        let _loading_entry = LoadingEntry {
+            cache: self,
+            name: &name,
+        };
+        let n = store.get_to_file(&file.key, &tmp.0).await?;
+        if n != file.bytes {
+            return Err(Error::ObjectStore {
                 op: "download",
                 key: file.key.clone(),
                 message: format!(
@@ -169,36 +195,33 @@ impl FileCache {
                     file.bytes
                 ),
                 transient: false,
-            }),
-            Ok(_) => std::fs::rename(&tmp, &path).map_err(Error::io(&path)),
-            Err(e) => Err(e),
-        };
-        self.loading.lock().remove(&name);
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            });
         }
+        let path = self.dir.join(&name);
+        std::fs::rename(&tmp.0, &path).map_err(Error::io(&path))?;
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         self.stats
             .downloaded_bytes
             .fetch_add(file.bytes, Ordering::Relaxed);
+        // Into the map before the loading entry goes, so a later reader finds it.
         let mut state = self.state.lock();
         state.tick += 1;
         let tick = state.tick;
-        state.total += file.bytes;
-        state.entries.insert(
-            name.clone(),
-            Entry {
-                path: path.clone(),
-                bytes: file.bytes,
-                pins: 1,
-                last_used: tick,
-            },
-        );
+        if !state.entries.contains_key(&name) {
+            state.total += file.bytes;
+        }
+        let entry = state.entries.entry(name.clone()).or_insert(Entry {
+            path: path.clone(),
+            bytes: file.bytes,
+            pins: 0,
+            last_used: tick,
+        });
+        entry.pins += 1;
+        entry.last_used = tick;
         self.evict(&mut state);
         Ok(CachedFile {
             cache: Arc::clone(self),
-            name,
+            name: name.clone(),
             path,
         })
     }

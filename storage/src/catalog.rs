@@ -282,6 +282,7 @@ impl Catalog {
     {
         let _guard = self.writer.lock().await;
         let mut base = self.snapshot();
+        let mut conflicts = 0u64;
         loop {
             let mut next = (*base).clone();
             let out = change(&mut next)?;
@@ -289,14 +290,28 @@ impl Catalog {
             next.epoch = base.epoch;
             match self.backend.commit(&base, &next).await {
                 Ok(()) => {
-                    *self.current.write() = Arc::new(next);
+                    self.advance(Arc::new(next));
                     return Ok(out);
                 }
                 Err(Error::Conflict { .. }) => {
+                    if conflicts >= MAX_CONFLICTS {
+                        return Err(Error::Conflict {
+                            expected: base.version,
+                            found: self.backend.version().await?.0,
+                        }
+                        .into());
+                    }
+                    conflicts += 1;
+                    // Back off a little, more with each conflict, so that busy writers spread out.
+                    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % 20;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        (conflicts * 5).min(100) + jitter,
+                    ))
+                    .await;
                     let stored = self.backend.load().await?;
                     check_not_lost(&base, stored.version, stored.epoch)?;
                     base = Arc::new(stored);
-                    *self.current.write() = Arc::clone(&base);
+                    self.advance(Arc::clone(&base));
                 }
                 Err(e) => {
                     // The commit may have landed (a rename done, its directory sync failed):
@@ -304,7 +319,7 @@ impl Catalog {
                     if let Ok(state) = self.backend.load().await
                         && check_not_lost(&base, state.version, state.epoch).is_ok()
                     {
-                        *self.current.write() = Arc::new(state);
+                        self.advance(Arc::new(state));
                     }
                     return Err(e.into());
                 }
@@ -329,13 +344,18 @@ impl Catalog {
         check_not_lost(&current, version, epoch)?;
         let stored = self.backend.load().await?;
         check_not_lost(&current, stored.version, stored.epoch)?;
+        Ok(self.advance(Arc::new(stored)))
+    }
+
+    /// Makes `state` the snapshot if it is newer (a later epoch, or a later version of the
+    /// same epoch); the snapshot never moves back. Returns whether it moved.
+    fn advance(&self, state: Arc<CatalogState>) -> bool {
         let mut slot = self.current.write();
-        // An update of this node may have moved past what was read.
-        if slot.epoch != stored.epoch || slot.version < stored.version {
-            *slot = Arc::new(stored);
-            return Ok(true);
+        if (state.epoch, state.version) > (slot.epoch, slot.version) {
+            *slot = state;
+            return true;
         }
-        Ok(false)
+        false
     }
 
     /// Makes `state` the catalog, whatever the store holds now: a restore. It gets a new epoch
@@ -366,9 +386,16 @@ fn new_epoch(old: u64) -> u64 {
     now.max(old + 1)
 }
 
-/// A store that holds an older version of the same epoch than `seen` lost its data.
+/// Conflicts one update retries before it gives up.
+const MAX_CONFLICTS: u64 = 1000;
+
+/// A store that holds nothing (version 0), an older epoch, or an older version of the same
+/// epoch than `seen` has lost its data.
 fn check_not_lost(seen: &CatalogState, version: u64, epoch: u64) -> Result<()> {
-    if epoch == seen.epoch && version < seen.version {
+    let lost = (version == 0 && seen.version > 0)
+        || epoch < seen.epoch
+        || (epoch == seen.epoch && version < seen.version);
+    if lost {
         return Err(Error::CatalogLost {
             seen: seen.version,
             found: version,

@@ -126,9 +126,16 @@ impl RedisCatalog {
                 "cluster name {cluster:?} must be non-empty and without spaces"
             )));
         }
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
+        // The client's own deadlines (500 ms answers by default) follow ours.
+        let connection = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let manager = deadpool_redis::Manager::new_with_config(url, connection)
             .map_err(|e| error(format!("invalid Redis URL: {e}")))?;
+        let pool = Pool::builder(manager)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| error(format!("cannot create a connection pool: {e}")))?;
         let catalog = Self {
             pool,
             url: shown.clone(),

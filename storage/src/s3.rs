@@ -68,9 +68,15 @@ impl S3Config {
     }
 }
 
+/// The deadline of a whole file transfer (rust-s3's deadline covers the body too).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Objects in one bucket of an S3-compatible service.
 pub struct S3Store {
+    /// For requests with small bodies: the configured deadline.
     bucket: Box<Bucket>,
+    /// For file uploads and downloads, whose bodies may take long.
+    transfers: Box<Bucket>,
     config: S3Config,
 }
 
@@ -164,10 +170,16 @@ impl S3Store {
         let mut bucket = Bucket::new(&config.bucket, region, credentials)
             .map_err(|e| invalid(describe(&e)))?
             .with_path_style();
+        let mut transfers = bucket.clone();
         bucket.set_request_timeout(Some(config.request_timeout));
+        transfers.set_request_timeout(Some(TRANSFER_TIMEOUT.max(config.request_timeout)));
         // Retries happen here, with backoff, not inside the library.
         s3::set_retries(0);
-        Ok(Self { bucket, config })
+        Ok(Self {
+            bucket,
+            transfers,
+            config,
+        })
     }
 
     /// The configuration in use.
@@ -256,7 +268,7 @@ impl ObjectStore for S3Store {
             .len();
         self.retry("upload", key, || async {
             let mut file = tokio::fs::File::open(src).await?;
-            self.bucket.put_object_stream(&mut file, key).await
+            self.transfers.put_object_stream(&mut file, key).await
         })
         .await?;
         let _ = tokio::fs::remove_file(src).await;
@@ -270,16 +282,24 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
-        let data = self
+        match self
             .retry("download", key, || self.bucket.get_object(key))
-            .await?;
-        Ok(data.to_vec())
+            .await
+        {
+            Ok(data) => Ok(data.to_vec()),
+            Err(Error::ObjectStore { message, .. }) if message.contains("HTTP 404") => {
+                Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64> {
         self.retry("download", key, || async {
             let mut file = tokio::fs::File::create(dest).await?;
-            self.bucket.get_object_to_writer(key, &mut file).await?;
+            self.transfers.get_object_to_writer(key, &mut file).await?;
             file.flush().await?;
             Ok(())
         })
