@@ -99,8 +99,9 @@ pub struct StorageConfig {
     /// Size bound of the local cache of S3 objects (bytes).
     #[arg(long, env = "SKEIN_CACHE_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
     pub cache_bytes: u64,
-    /// At start, restore the catalog from this snapshot (`latest`, or a key listed by the action
-    /// `skein.snapshots`) before opening tables: after the catalog store lost its data.
+    /// At start, if the catalog is empty, restore it from this snapshot (`latest`, or a key
+    /// listed by the action `skein.snapshots`) before opening tables: after the catalog store
+    /// lost its data. Ignored (with a warning) when the catalog is in use.
     #[arg(long, env = "SKEIN_RESTORE_SNAPSHOT")]
     pub restore_snapshot: Option<String>,
     /// Take a catalog snapshot into the object store this often (`0s`: only on request).

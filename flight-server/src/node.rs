@@ -211,11 +211,19 @@ impl Node {
         Ok(node)
     }
 
-    async fn open_runtime(self: &Arc<Self>, meta: TableMeta) -> Result<Arc<TableRuntime>> {
+    /// Opens the runtime of a table from catalog snapshot `snapshot`.
+    async fn open_runtime(
+        self: &Arc<Self>,
+        id: u64,
+        snapshot: &CatalogState,
+    ) -> Result<Arc<TableRuntime>> {
+        let meta = snapshot
+            .table_by_id(id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("table id {id} is not in the catalog")))?;
+        let version = (snapshot.epoch, snapshot.version);
         let paths = self.paths(&meta)?;
         let node = Arc::clone(self);
-        let snapshot = self.catalog.snapshot();
-        let version = (snapshot.epoch, snapshot.version);
         let rt = blocking(move || TableRuntime::open(&node.engine, &meta, version, &paths)).await?;
         let rt = Arc::new(rt);
         self.tables.write().insert(rt.id, Arc::clone(&rt));
@@ -319,7 +327,8 @@ impl Node {
                 Ok(meta)
             })
             .await?;
-        match self.open_runtime(meta.clone()).await {
+        let snapshot = self.catalog.snapshot();
+        match self.open_runtime(meta.id, &snapshot).await {
             Ok(rt) => {
                 info!(table = %name, id = meta.id, "table created");
                 Ok(rt)
@@ -520,12 +529,30 @@ impl Node {
         let Some(FlushGeneration {
             id: generation,
             max_seq,
-            committed,
+            file,
         }) = begun
         else {
             return Ok(false);
         };
-        if committed {
+        // The key is chosen once per generation, before the upload, so a retry overwrites its
+        // own object and commits it once. The random part keeps keys unique even if a table's
+        // file numbers start again (a catalog restored from an older snapshot).
+        let (key, seq) = file.unwrap_or_else(|| {
+            let seq = meta.next_file_seq;
+            let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            let key = format!(
+                "tables/{}/{}-{seq:020}-{unique}.parquet",
+                rt.id, self.config.node_id
+            );
+            (key, seq)
+        });
+        rt.set_flush_file(generation, &key, seq);
+        let listed = self
+            .catalog
+            .snapshot()
+            .table_by_id(rt.id)
+            .is_some_and(|t| t.files.iter().any(|f| f.key == key));
+        if listed {
             // An earlier attempt committed the file and failed to switch the view.
             let meta = self
                 .catalog
@@ -560,9 +587,13 @@ impl Node {
                 return Err(e);
             }
         };
-        let seq = meta.next_file_seq;
-        let key = format!("tables/{}/{}-{seq:020}.parquet", rt.id, self.config.node_id);
-        let bytes = self.store.put_file(&key, &tmp).await?;
+        let bytes = match self.store.put_file(&key, &tmp).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let file = FileMeta {
             key: key.clone(),
@@ -598,7 +629,6 @@ impl Node {
             self.store.delete(&key).await?;
             return Ok(false);
         };
-        rt.mark_committed(generation, &key);
         let paths = self.paths(&meta)?;
         self.sync_meta(rt);
         let finish_rt = Arc::clone(rt);
@@ -650,6 +680,12 @@ impl Node {
             // Near the buffer bound, every buffer is due, so that writers get space soon.
             let pressed = self.buffered_bytes() >= self.config.wal.max_buffer_bytes / 2;
             for (_, rt) in self.list_tables() {
+                if rt.has_retired() {
+                    let reap_rt = Arc::clone(&rt);
+                    if let Err(e) = blocking(move || reap_rt.reap()).await {
+                        warn!(table = %rt.name, error = %e, "dropping flushed buffer generations failed");
+                    }
+                }
                 let level = rt.level();
                 let due = (pressed && level.rows > 0)
                     || level.pending

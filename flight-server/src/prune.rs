@@ -16,13 +16,13 @@
 //!   DuckDB but is not in Parquet statistics), and string statistics only when short, as
 //!   writers may truncate long ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use skein_storage::{ColumnMeta, FileMeta, StatValue, TableMeta};
 use sqlparser::ast::{
-    BinaryOperator, DataType, Expr, JoinOperator, Select, TableFactor, TableWithJoins, Value,
-    Visit, Visitor,
+    BinaryOperator, DataType, Expr, JoinOperator, Select, SetExpr, TableFactor, TableWithJoins,
+    Value, Visit, Visitor,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -158,8 +158,10 @@ fn kind_of(sql_type: &str) -> Option<Kind> {
         return (p <= 18).then_some(Kind::Decimal(s));
     }
     Some(match t.as_str() {
-        "TINYINT" | "SMALLINT" | "INTEGER" | "INT" | "BIGINT" | "UTINYINT" | "USMALLINT"
-        | "UINTEGER" => Kind::Integer,
+        // Not UINTEGER: it is stored as INT32, whose statistics wrap above 2^31.
+        "TINYINT" | "SMALLINT" | "INTEGER" | "INT" | "BIGINT" | "UTINYINT" | "USMALLINT" => {
+            Kind::Integer
+        }
         "DATE" => Kind::Date,
         "TIMESTAMP" => Kind::Timestamp,
         "VARCHAR" | "TEXT" | "STRING" => Kind::Text,
@@ -258,6 +260,11 @@ struct Reference {
 
 struct Analyser<'a> {
     tables: &'a HashMap<String, &'a TableMeta>,
+    /// Known tables the statement names anywhere: relations, `TABLE t`, string constants.
+    referenced: HashSet<String>,
+    /// Known tables read in ways the analysis cannot see into (`TABLE t`, a name inside a
+    /// string, as `query_table('t')` takes it): read whole.
+    whole: HashSet<String>,
     /// Every relation naming a known table, anywhere in the statement.
     relations: HashMap<String, usize>,
     /// What each analysed reference constrains, per table.
@@ -293,7 +300,11 @@ impl Analyser<'_> {
     fn factor(&self, f: &TableFactor, prunable: bool, out: &mut Vec<Reference>, known: &mut bool) {
         match f {
             TableFactor::Table {
-                name, alias, args, ..
+                name,
+                alias,
+                args,
+                sample,
+                ..
             } if args.is_none() => match last_name(name) {
                 Some(table) if self.tables.contains_key(&table) => out.push(Reference {
                     qualifier: alias
@@ -301,7 +312,11 @@ impl Analyser<'_> {
                         .map(|a| a.name.value.to_lowercase())
                         .unwrap_or_else(|| table.clone()),
                     table,
-                    prunable,
+                    // Renamed columns (`t AS a(x, y)`) would need a mapping; a sample is drawn
+                    // from every row.
+                    prunable: prunable
+                        && sample.is_none()
+                        && alias.as_ref().is_none_or(|a| a.columns.is_empty()),
                 }),
                 _ => *known = false,
             },
@@ -329,7 +344,8 @@ impl Analyser<'_> {
     ) -> Option<(&'r Reference, String)> {
         let (qualifier, column) = match expr {
             Expr::Identifier(i) => (None, i.value.to_lowercase()),
-            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => (
+            // Only `q.c`: longer paths may be struct fields.
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => (
                 Some(parts[parts.len() - 2].value.to_lowercase()),
                 parts[parts.len() - 1].value.to_lowercase(),
             ),
@@ -447,6 +463,28 @@ impl Analyser<'_> {
     }
 }
 
+impl Analyser<'_> {
+    /// Finds `TABLE t` in a query body and its set operations.
+    fn set_expr(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(t) => {
+                if let Some(name) = &t.table_name {
+                    let name = name.to_lowercase();
+                    if self.tables.contains_key(&name) {
+                        self.referenced.insert(name.clone());
+                        self.whole.insert(name);
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr(left);
+                self.set_expr(right);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn split_and<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {
         Expr::BinaryOp {
@@ -469,7 +507,30 @@ impl Visitor for Analyser<'_> {
         if let Some(name) = last_name(relation)
             && self.tables.contains_key(&name)
         {
+            self.referenced.insert(name.clone());
             *self.relations.entry(name).or_default() += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+        self.set_expr(&query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_value(&mut self, value: &sqlparser::ast::ValueWithSpan) -> ControlFlow<()> {
+        if let Some(text) = value.value.clone().into_string() {
+            let text = text.to_lowercase();
+            let named: Vec<String> = self
+                .tables
+                .keys()
+                .filter(|t| text.contains(t.as_str()))
+                .cloned()
+                .collect();
+            for t in named {
+                self.referenced.insert(t.clone());
+                self.whole.insert(t);
+            }
         }
         ControlFlow::Continue(())
     }
@@ -480,22 +541,37 @@ impl Visitor for Analyser<'_> {
     }
 }
 
+/// What a statement reads of the candidate tables.
+#[derive(Debug, Default)]
+pub struct Analysis {
+    /// Per lower-cased table name, which files it needs.
+    pub filters: HashMap<String, Filter>,
+    /// The candidates the statement names, if it parsed (else every candidate may be read).
+    pub referenced: Option<HashSet<String>>,
+}
+
 /// The filter of each of `tables` (by lower-cased name) in `sql`. Tables the analysis does not
 /// account for in full get [`Filter::all`].
-pub fn analyse(sql: &str, tables: &HashMap<String, &TableMeta>) -> HashMap<String, Filter> {
+pub fn analyse(sql: &str, tables: &HashMap<String, &TableMeta>) -> Analysis {
     let mut result: HashMap<String, Filter> =
         tables.keys().map(|t| (t.clone(), Filter::all())).collect();
     let Ok(statements) = Parser::parse_sql(&DuckDbDialect {}, sql) else {
-        return result;
+        return Analysis {
+            filters: result,
+            referenced: None,
+        };
     };
     let mut analyser = Analyser {
         tables,
+        referenced: HashSet::new(),
+        whole: HashSet::new(),
         relations: HashMap::new(),
         references: HashMap::new(),
     };
     let _ = statements.visit(&mut analyser);
     for (table, refs) in analyser.references {
-        let complete = analyser.relations.get(&table) == Some(&refs.len());
+        let complete =
+            analyser.relations.get(&table) == Some(&refs.len()) && !analyser.whole.contains(&table);
         if complete && !refs.is_empty() {
             result.insert(
                 table,
@@ -505,7 +581,10 @@ pub fn analyse(sql: &str, tables: &HashMap<String, &TableMeta>) -> HashMap<Strin
             );
         }
     }
-    result
+    Analysis {
+        filters: result,
+        referenced: Some(analyser.referenced),
+    }
 }
 
 #[cfg(test)]
@@ -563,7 +642,7 @@ mod tests {
         let tables: HashMap<String, &TableMeta> = [("t".to_string(), &t), ("u".to_string(), &u)]
             .into_iter()
             .collect();
-        analyse(sql, &tables)["t"].keep(f)
+        analyse(sql, &tables).filters["t"].keep(f)
     }
 
     #[test]
@@ -629,6 +708,13 @@ mod tests {
             "SELECT * FROM t, u WHERE x = 99",
             // Not parsed.
             "SELECT * FROM t WHERE x = 99 ))",
+            // Read where relations are not counted.
+            "SELECT * FROM t WHERE x = 99 UNION ALL TABLE t",
+            "SELECT * FROM t WHERE x = 99 UNION ALL SELECT * FROM query_table('t')",
+            // Renamed columns, samples, struct paths.
+            "SELECT * FROM t AS a(other, x) WHERE a.other = 99",
+            "SELECT * FROM t USING SAMPLE 10% WHERE x = 99",
+            "SELECT * FROM t, u WHERE t.u.x = 99 AND u.y = 1",
         ] {
             assert!(keeps(sql, &f), "{sql}");
         }

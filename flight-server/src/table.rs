@@ -69,8 +69,9 @@ struct Generation {
     oldest: Option<Instant>,
     /// Lowest and highest WAL sequence numbers of the records appended.
     seqs: Option<(u64, u64)>,
-    /// Its Parquet file is in the manifest (under this key); only the view switch is left.
-    committed: Option<String>,
+    /// The object key (and file sequence number) chosen for its Parquet file, before the upload:
+    /// a retry reuses it, and read views take either the generation or the listed file.
+    file: Option<(String, u64)>,
     /// Held by every read view that includes the generation.
     readers: Arc<()>,
 }
@@ -83,7 +84,7 @@ impl Generation {
             bytes: 0,
             oldest: None,
             seqs: None,
-            committed: None,
+            file: None,
             readers: Arc::new(()),
         }
     }
@@ -147,15 +148,15 @@ pub struct ReadView {
 }
 
 /// A generation handed to a flush.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FlushGeneration {
     /// Its id.
     pub id: u64,
     /// The highest WAL sequence number in it: with the file committed, every record of the
     /// table up to here is in Parquet.
     pub max_seq: Option<u64>,
-    /// An earlier attempt committed its file already.
-    pub committed: bool,
+    /// The object key and file sequence number an earlier attempt chose.
+    pub file: Option<(String, u64)>,
 }
 
 fn buffer_table(id: u64, generation: u64) -> String {
@@ -399,7 +400,7 @@ impl TableRuntime {
             return Ok(Some(FlushGeneration {
                 id: g.id,
                 max_seq: g.seqs.map(|s| s.1),
-                committed: g.committed.is_some(),
+                file: g.file.clone(),
             }));
         }
         if buf.active.rows == 0 || buf.dropped {
@@ -425,17 +426,17 @@ impl TableRuntime {
         Ok(Some(FlushGeneration {
             id: old,
             max_seq,
-            committed: false,
+            file: None,
         }))
     }
 
-    /// Records that generation `generation`'s file is in the manifest under `key`, so that a
-    /// retry after a failed view switch does not write it again, and read views take either
-    /// the file or the generation, never both.
-    pub fn mark_committed(&self, generation: u64, key: &str) {
+    /// Records the object key (and file sequence number) of generation `generation`'s file,
+    /// before it is uploaded and committed: a retry reuses it, and from now on read views take
+    /// either the generation or that file (once the manifest lists it), never both.
+    pub fn set_flush_file(&self, generation: u64, key: &str, seq: u64) {
         let mut buf = self.buffer.lock();
         if let Some(g) = buf.flushing.iter_mut().find(|g| g.id == generation) {
-            g.committed = Some(key.to_string());
+            g.file = Some((key.to_string(), seq));
         }
     }
 
@@ -443,8 +444,7 @@ impl TableRuntime {
     /// is newer than what the runtime has.
     pub fn set_meta(&self, meta: &TableMeta, version: (u64, u64)) {
         let mut buf = self.buffer.lock();
-        let newer = version.0 != buf.meta_version.0 || version.1 > buf.meta_version.1;
-        if newer {
+        if version > buf.meta_version {
             buf.meta = meta.clone();
             buf.meta_version = version;
         }
@@ -469,10 +469,10 @@ impl TableRuntime {
         let mut readers = Vec::new();
         let mut unlisted_keys = HashSet::new();
         for g in buf.generations() {
-            match &g.committed {
-                Some(key) if listed.contains(key.as_str()) => {}
+            match &g.file {
+                Some((key, _)) if listed.contains(key.as_str()) => {}
                 other => {
-                    if let Some(key) = other {
+                    if let Some((key, _)) = other {
                         unlisted_keys.insert(key.clone());
                     }
                     generations.push(g.id);
@@ -487,6 +487,11 @@ impl TableRuntime {
             generations,
             _readers: readers,
         })
+    }
+
+    /// Whether flushed generations wait for their readers.
+    pub fn has_retired(&self) -> bool {
+        !self.buffer.lock().retired.is_empty()
     }
 
     /// Drops the tables of flushed generations that no read view holds any more.

@@ -60,7 +60,7 @@ impl Node {
     /// every file it keeps available locally.
     pub async fn prepare_reads(self: &Arc<Self>, sql: &str) -> Result<ReadSet> {
         if self.catalog.is_shared()
-            && let Err(e) = self.refresh_catalog().await
+            && let Err(e) = self.refresh_catalog_if_idle().await
         {
             // Serve what this node knows; the error is logged and counted by the refresh.
             tracing::debug!(error = %e, "catalog refresh before a query failed");
@@ -82,11 +82,19 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
-        let metas: HashMap<String, &TableMeta> = views
-            .iter()
-            .map(|v| (v.meta.name.to_lowercase(), &v.meta))
-            .collect();
-        let filters = prune::analyse(sql, &metas);
+        let analysis = {
+            let metas: HashMap<String, &TableMeta> = views
+                .iter()
+                .map(|v| (v.meta.name.to_lowercase(), &v.meta))
+                .collect();
+            prune::analyse(sql, &metas)
+        };
+        let filters = analysis.filters;
+        if let Some(referenced) = &analysis.referenced {
+            // The statement parsed: only the tables it names (the name matched by text may be
+            // part of another word).
+            views.retain(|v| referenced.contains(&v.meta.name.to_lowercase()));
+        }
         let mut set = ReadSet::default();
         let mut kept: Vec<(usize, Vec<FileMeta>)> = Vec::new();
         for (i, view) in views.iter().enumerate() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use skein_storage::backup::{self, RestorePlan, SnapshotInfo};
 use skein_storage::{
-    CatalogBackend, CatalogState, FileCache, LocalCatalog, LocalStore, ObjectStore, RedisCatalog,
-    S3Config, S3Store,
+    CatalogBackend, FileCache, LocalCatalog, LocalStore, ObjectStore, RedisCatalog, S3Config,
+    S3Store,
 };
 use tracing::{info, warn};
 
@@ -138,6 +138,19 @@ impl Node {
     /// a restore of the latest snapshot brings it back.
     pub async fn refresh_catalog(self: &Arc<Self>) -> Result<()> {
         let _sync = self.sync.lock().await;
+        self.refresh_locked().await
+    }
+
+    /// Like [`Node::refresh_catalog`], but returns at once if a refresh is under way (a query
+    /// then runs on the snapshot it has rather than waiting behind a slow change).
+    pub async fn refresh_catalog_if_idle(self: &Arc<Self>) -> Result<()> {
+        let Ok(_sync) = self.sync.try_lock() else {
+            return Ok(());
+        };
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(self: &Arc<Self>) -> Result<()> {
         if let Err(e) = self.catalog.refresh().await {
             self.metrics.catalog_refresh_failures.inc();
             if let skein_storage::Error::CatalogLost { seen, .. } = e {
@@ -172,12 +185,14 @@ impl Node {
 
     /// Brings the table runtimes in line with the catalog snapshot.
     pub(super) async fn apply_catalog(self: &Arc<Self>) -> Result<()> {
+        // Under the DDL lock, so that a local CREATE or DROP is either wholly in the snapshot
+        // read here or not begun.
+        let _ddl = self.ddl.lock().await;
         let snapshot = self.catalog.snapshot();
         let version = (snapshot.epoch, snapshot.version);
-        if *self.synced.lock() == version {
+        if *self.synced.lock() >= version {
             return Ok(());
         }
-        let _ddl = self.ddl.lock().await;
         let gone: Vec<_> = {
             let tables = self.tables.read();
             tables
@@ -196,22 +211,34 @@ impl Node {
             self.space.notify_waiters();
             info!(table = %rt.name, "table dropped by another node");
         }
+        // One table's failure does not hold up the others; the catalog counts as applied only
+        // once every table is, so the next refresh tries the failed ones again.
+        let mut failed = None;
         for meta in snapshot.tables.values() {
             let existing = self.tables.read().get(&meta.id).cloned();
-            match existing {
-                None => {
-                    self.open_runtime(meta.clone()).await?;
+            let applied = match existing {
+                None => self.open_runtime(meta.id, &snapshot).await.map(|_| {
                     info!(table = %meta.name, files = meta.files.len(), "table created by another node");
-                }
+                }),
                 Some(rt) => {
                     let known = rt.meta();
-                    if meta.columns.len() > known.columns.len() {
+                    let added = if meta.columns.len() > known.columns.len() {
                         let added = meta.columns[known.columns.len()..].to_vec();
-                        self.apply_added_columns(&rt, added, meta.clone()).await?;
-                    }
+                        self.apply_added_columns(&rt, added, meta.clone()).await
+                    } else {
+                        Ok(())
+                    };
                     rt.set_meta(meta, version);
+                    added
                 }
+            };
+            if let Err(e) = applied {
+                warn!(table = %meta.name, error = %e, "taking in another node's change failed; will retry");
+                failed = Some(e);
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         *self.synced.lock() = version;
         Ok(())
@@ -315,7 +342,16 @@ pub(super) async fn restore_at_start(
     store: &dyn ObjectStore,
     cluster: &str,
     key: &str,
-) -> Result<CatalogState> {
+) -> Result<()> {
+    let current = catalog.snapshot();
+    if current.version > 0 {
+        // The flag may linger in an environment: never replace a catalog that is in use.
+        warn!(
+            version = current.version,
+            "--restore-snapshot ignored: the catalog is not empty"
+        );
+        return Ok(());
+    }
     let (info, state) = backup::load(store, cluster, key).await?;
     let plan = backup::plan(store, info, &state).await?;
     if let Some(first) = plan.missing_objects.first() {
@@ -328,5 +364,5 @@ pub(super) async fn restore_at_start(
     }
     let restored = catalog.restore(&state).await?;
     info!(snapshot = %plan.snapshot.key, version = restored.version, tables = plan.tables, files = plan.files, "catalog restored at start");
-    Ok(restored)
+    Ok(())
 }

@@ -151,16 +151,13 @@ pub(crate) async fn run(
         let timer = worker.metrics.query_seconds.start_timer();
         let outcome = (|| -> Result<()> {
             let mut conn = worker.engine.pooled()?;
-            if let Err(e) = reads.install(&conn) {
-                conn.discard();
-                return Err(e);
-            }
             let interrupt = conn.interrupt_handle();
             let timeout = worker.config.query_timeout();
             worker
                 .queries
                 .start(&query_id, Arc::clone(&interrupt), timeout)?;
             let result = (|| -> Result<()> {
+                reads.install(&conn)?;
                 let mut stmt = conn.prepare(&sql)?;
                 if stmt.parameter_count() != values.len() {
                     return Err(Error::InvalidArgument(format!(
