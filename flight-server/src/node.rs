@@ -281,8 +281,29 @@ impl Node {
         columns: Vec<ColumnMeta>,
         on_exists: OnExists,
     ) -> Result<Arc<TableRuntime>> {
-        let _ddl = self.ddl.lock().await;
-        self.create_table_locked(name, columns, on_exists).await
+        let created = {
+            let _ddl = self.ddl.lock().await;
+            self.create_table_locked(name, columns, on_exists).await
+        };
+        match created {
+            // Another node created it since this node last looked: keep theirs.
+            Err(Error::TableExists { .. }) if on_exists == OnExists::Keep => {
+                self.take_in_changes().await;
+                self.table(name)
+            }
+            other => other,
+        }
+    }
+
+    /// Before a change: takes in what other nodes changed in a shared catalog, so that a table
+    /// another node just created or altered is known here. Failures are logged; the change
+    /// then works on what this node knows (and the catalog's compare-and-set still guards it).
+    pub async fn take_in_changes(self: &Arc<Self>) {
+        if self.catalog.is_shared()
+            && let Err(e) = self.refresh_catalog().await
+        {
+            warn!(error = %e, "taking in catalog changes before a change failed");
+        }
     }
 
     async fn create_table_locked(

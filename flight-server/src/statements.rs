@@ -95,6 +95,7 @@ impl Node {
     ) -> Result<i64> {
         let plan = plan(sql, self.engine.catalog_name())?;
         let rows = params::rows(&parameters)?;
+        self.take_in_changes().await;
         match plan {
             Plan::Query | Plan::Unparsed => Err(Error::InvalidArgument(
                 "this statement is a query; run it as a query (CommandStatementQuery) to get its rows".into(),

@@ -57,6 +57,7 @@ async fn target(
     schema: &SchemaRef,
     mode: Mode,
 ) -> Result<Arc<TableRuntime>> {
+    node.take_in_changes().await;
     match node.table(table) {
         Ok(rt) => match mode.exists {
             OnExists::Fail => Err(Error::TableExists {
