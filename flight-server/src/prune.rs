@@ -541,6 +541,22 @@ impl Visitor for Analyser<'_> {
     }
 }
 
+/// The identifiers in `sql` (lower-cased, quoted or not), if it tokenizes.
+pub fn identifiers(sql: &str) -> Option<HashSet<String>> {
+    let tokens = sqlparser::tokenizer::Tokenizer::new(&DuckDbDialect {}, sql)
+        .tokenize()
+        .ok()?;
+    Some(
+        tokens
+            .into_iter()
+            .filter_map(|t| match t {
+                sqlparser::tokenizer::Token::Word(w) => Some(w.value.to_lowercase()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// What a statement reads of the candidate tables.
 #[derive(Debug, Default)]
 pub struct Analysis {
@@ -733,6 +749,14 @@ mod tests {
             "SELECT * FROM t JOIN u ON t.x = u.x WHERE t.x = 99",
             &f
         ));
+    }
+
+    #[test]
+    fn identifiers_are_whole_words_quoted_or_not() {
+        let words =
+            identifiers(r#"SELECT "My ""T""".x FROM "My ""T""", trips_2024 t"#).expect("tokenizes");
+        assert!(words.contains(r#"my "t""#) && words.contains("trips_2024"));
+        assert!(!words.contains("trips"), "a part of a word is not a name");
     }
 
     #[test]

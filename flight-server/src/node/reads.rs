@@ -90,10 +90,14 @@ impl Node {
             prune::analyse(sql, &metas)
         };
         let filters = analysis.filters;
-        if let Some(referenced) = &analysis.referenced {
-            // The statement parsed: only the tables it names (the name matched by text may be
-            // part of another word).
-            views.retain(|v| referenced.contains(&v.meta.name.to_lowercase()));
+        if let (Some(referenced), Some(words)) = (&analysis.referenced, prune::identifiers(sql)) {
+            // The statement parsed: the tables it names as relations (or in strings), and, to
+            // be safe with syntax the parser reads differently, any named as an identifier.
+            // A name matched only as part of another word is not read.
+            views.retain(|v| {
+                let name = v.meta.name.to_lowercase();
+                referenced.contains(&name) || words.contains(&name)
+            });
         }
         let mut set = ReadSet::default();
         let mut kept: Vec<(usize, Vec<FileMeta>)> = Vec::new();
