@@ -321,6 +321,7 @@ pub fn ensure_select(conn: &Connection, sql: &str) -> Result<()> {
             capitalise(kind)
         )));
     }
+    crate::sandbox::check_duckdb_parse(&v)?;
     let count = v
         .get("statements")
         .and_then(|s| s.as_array())

@@ -31,6 +31,9 @@ pub enum Error {
     /// A statement or feature this node does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// A statement reaches for something user SQL may not touch (files, settings, secrets).
+    #[error("{0}")]
+    Forbidden(String),
     /// A prepared statement handle that is unknown or was closed.
     #[error("prepared statement {0:?} does not exist (closed, or created on another node)")]
     UnknownPreparedStatement(String),
@@ -116,6 +119,7 @@ impl From<Error> for Status {
             Error::UnknownTable { .. } | Error::UnknownPreparedStatement(_) => Code::NotFound,
             Error::TableExists { .. } => Code::AlreadyExists,
             Error::Unsupported(_) => Code::Unimplemented,
+            Error::Forbidden(_) => Code::PermissionDenied,
             Error::Cancelled(_) => Code::Cancelled,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Engine(m) => engine_code(m),

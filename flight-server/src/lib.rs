@@ -12,7 +12,7 @@
 //! - [`node`]: shared state and the table lifecycle (create, append, flush, drop);
 //!   [`table`]: a table's buffer generations and DuckDB view; [`statements`]: DDL and DML.
 //! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`prune`]: which
-//!   files a query's filters let it skip;
+//!   files a query's filters let it skip; [`sandbox`]: what user SQL may not call or name;
 //!   [`types`]: Arrow and DuckDB types and fitting batches to tables; [`params`]: parameters.
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`].
@@ -27,6 +27,7 @@ pub mod params;
 pub mod prepared;
 pub mod prune;
 pub mod queries;
+pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod sql;

@@ -159,6 +159,8 @@ impl Node {
             shared::restore_at_start(&catalog, store.as_ref(), &config.storage.cluster_name, key)
                 .await?;
         }
+        shared::refuse_a_lost_catalog(&catalog, store.as_ref(), &config.storage.cluster_name)
+            .await?;
         let threads = config.query_threads;
         let engine = {
             let dir = data_dir.clone();

@@ -113,6 +113,7 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
             statements.len()
         )));
     }
+    crate::sandbox::check_statement(&statements[0])?;
     let unsupported = |what: &str| {
         Err(Error::Unsupported(format!(
             "{what} is not supported; skein runs queries (SELECT, WITH, VALUES, EXPLAIN, \

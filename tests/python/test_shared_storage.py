@@ -180,6 +180,9 @@ def test_a_restore_after_redis_lost_its_data_brings_every_flushed_row_back(
         sql = QUERIES[0]
         assert_same_rows(query(conn, sql), oracle({"events": data}, sql))
     wait_for(lambda: len(action(a, "skein.snapshots")) >= 2, "the node's copy to be saved")
+    # A new node does not start on the emptied catalog while the bucket holds its snapshots.
+    code, _, err = start_failing(tmp_path, *storage_flags(seaweed, bucket, redis_server, "--node-id", "new"))
+    assert code != 0 and "probably lost" in err and "--restore-snapshot latest" in err, err[-2000:]
     # Flushes are refused until the catalog is restored; rows stay buffered (and in the WAL).
     ingest(a, batch(2000, 500))
     with pytest.raises(flight.FlightError, match="catalog was lost"):

@@ -322,6 +322,7 @@ impl Node {
             }
             let version = self.catalog.snapshot().version;
             let due = !interval.is_zero()
+                && version > 0
                 && last_snapshot.elapsed() >= interval
                 && last_version != Some(version);
             if due {
@@ -333,6 +334,34 @@ impl Node {
             }
         }
     }
+}
+
+/// Refuses to start on an empty shared catalog when the bucket holds snapshots of this cluster
+/// with tables in them: Redis lost the catalog, and a node that went on would start new tables
+/// over the old ones' ids.
+pub(super) async fn refuse_a_lost_catalog(
+    catalog: &skein_storage::Catalog,
+    store: &dyn ObjectStore,
+    cluster: &str,
+) -> Result<()> {
+    if !catalog.is_shared() || catalog.snapshot().version > 0 {
+        return Ok(());
+    }
+    let snapshots = backup::list(store, cluster).await?;
+    if let Some(newest) = snapshots
+        .iter()
+        .filter(|s| s.version > 0)
+        .max_by_key(|s| (s.epoch, s.version))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "the shared catalog of cluster {cluster:?} is empty but {} holds its snapshots \
+             (newest: {}): the catalog was probably lost; start with --restore-snapshot latest, \
+             or choose another --cluster-name for a new cluster",
+            store.describe(),
+            newest.key
+        )));
+    }
+    Ok(())
 }
 
 /// Restores snapshot `key` into `catalog` before the node opens its tables
