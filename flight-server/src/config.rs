@@ -161,6 +161,16 @@ pub struct Config {
     /// Stop a query that runs longer than this (DEADLINE_EXCEEDED); `0s` means no limit.
     #[arg(long, env = "SKEIN_QUERY_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
+    /// Users (TOML: `[[users]] name, password, role` with role reader, writer or admin). With
+    /// it, every call needs credentials: Basic in the handshake for a bearer token.
+    #[arg(long, env = "SKEIN_AUTH_USERS")]
+    pub auth_users: Option<PathBuf>,
+    /// Key that signs bearer tokens; give every node of a cluster the same one.
+    #[arg(long, env = "SKEIN_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// How long a bearer token is valid.
+    #[arg(long, env = "SKEIN_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
     /// Log line format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -195,6 +205,9 @@ impl Config {
             storage: StorageConfig::local(),
             query_threads: 2,
             query_timeout: Duration::from_secs(300),
+            auth_users: None,
+            auth_secret: None,
+            token_ttl: Duration::from_secs(3600),
             log_format: LogFormat::Text,
         }
     }

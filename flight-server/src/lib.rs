@@ -6,7 +6,7 @@
 //! DuckDB over the files and the buffers together: an acknowledged row is visible at once.
 //!
 //! Modules:
-//! - [`config`]: flags and environment variables.
+//! - [`config`]: flags and environment variables; [`auth`]: credentials, tokens and roles.
 //! - [`server`]: binding, serving, graceful shutdown; [`http`]: health and metrics.
 //! - [`service`]: the Flight SQL RPCs, one module per command family.
 //! - [`node`]: shared state and the table lifecycle (create, append, flush, drop);
@@ -17,6 +17,7 @@
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`].
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;

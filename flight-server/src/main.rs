@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "serving"
     );
-    if !flight.ip().is_loopback() {
+    if !flight.ip().is_loopback() && config.auth_users.is_none() {
         tracing::warn!(flight_addr = %flight, "authentication is off and the node listens beyond loopback");
     }
     let node = server.node();

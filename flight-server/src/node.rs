@@ -54,6 +54,8 @@ pub struct Node {
     pub store: Arc<dyn ObjectStore>,
     /// Local copies of remote objects (none when the store is a local directory).
     pub cache: Option<Arc<FileCache>>,
+    /// Users and token signing, if authentication is on.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// This process's claim on its node id in a shared catalog.
     claim: Option<shared::NodeClaim>,
     /// One catalog refresh at a time.
@@ -152,6 +154,20 @@ impl Node {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        let auth = match (&config.auth_users, &config.auth_secret) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::InvalidArgument(
+                    "--auth-users needs --auth-secret (SKEIN_AUTH_SECRET) to sign tokens".into(),
+                ));
+            }
+            (Some(path), Some(secret)) => Some(Arc::new(crate::auth::Authenticator::load(
+                path,
+                secret,
+                config.token_ttl,
+                &config.storage.cluster_name,
+            )?)),
+        };
         let storage = shared::open_storage(&config, &data_dir).await?;
         let (store, cache, claim) = (storage.store, storage.cache, storage.claim);
         let catalog = Catalog::open(storage.backend).await?;
@@ -190,6 +206,7 @@ impl Node {
             catalog,
             store,
             cache,
+            auth,
             claim,
             sync: tokio::sync::Mutex::new(()),
             synced: parking_lot::Mutex::new(version),

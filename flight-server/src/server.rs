@@ -78,6 +78,7 @@ impl Server {
         });
         let shutdown = node.shutdown.clone();
         let served = tonic::transport::Server::builder()
+            .layer(crate::auth::AuthLayer::new(node.auth.clone()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
             .await;

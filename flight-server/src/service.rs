@@ -71,13 +71,22 @@ impl FlightSqlService for SkeinService {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        // Authentication is off on the embedded default: the handshake succeeds with no token.
+        // The auth layer checked the Basic credentials; answer with a bearer token. With
+        // authentication off, the handshake succeeds with no token.
+        let token = crate::auth::handshake_token(self.node.auth.as_deref());
         let response = HandshakeResponse {
             protocol_version: 0,
-            payload: Default::default(),
+            payload: token.clone().unwrap_or_default().into(),
         };
         let output = futures::stream::iter(vec![Ok(response)]);
-        Ok(Response::new(Box::pin(output)))
+        let mut response = Response::new(Box::pin(output) as _);
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::internal("token is not a valid header value"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(

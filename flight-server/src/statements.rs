@@ -94,6 +94,9 @@ impl Node {
         parameters: Vec<RecordBatch>,
     ) -> Result<i64> {
         let plan = plan(sql, self.engine.catalog_name())?;
+        if !plan.is_query() {
+            crate::auth::require(crate::auth::Role::Writer, "change tables")?;
+        }
         let rows = params::rows(&parameters)?;
         self.take_in_changes().await;
         match plan {

@@ -176,6 +176,7 @@ pub(crate) async fn fallback(
             Ok(single(result.encode_to_vec().into()))
         }
         FLUSH => {
+            crate::auth::require(crate::auth::Role::Writer, "flush")?;
             let table = std::str::from_utf8(&action.body)
                 .map_err(|_| {
                     Error::InvalidArgument(
@@ -190,7 +191,10 @@ pub(crate) async fn fallback(
             Ok(single(Bytes::from(body.to_string())))
         }
         NODES => Ok(nodes(node, local_addr)),
-        SNAPSHOT => Ok(single(json_result(&node.take_snapshot().await?)?)),
+        SNAPSHOT => {
+            crate::auth::require(crate::auth::Role::Admin, "take catalog snapshots")?;
+            Ok(single(json_result(&node.take_snapshot().await?)?))
+        }
         SNAPSHOTS => {
             let results = node
                 .list_snapshots()
@@ -203,6 +207,7 @@ pub(crate) async fn fallback(
             )))
         }
         RESTORE => {
+            crate::auth::require(crate::auth::Role::Admin, "restore the catalog")?;
             let request: RestoreRequest = serde_json::from_slice(&action.body).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "the restore action's body must be JSON {{\"snapshot\": \"latest\" or a key, \

@@ -57,6 +57,7 @@ async fn target(
     schema: &SchemaRef,
     mode: Mode,
 ) -> Result<Arc<TableRuntime>> {
+    crate::auth::require(crate::auth::Role::Writer, "ingest")?;
     node.take_in_changes().await;
     match node.table(table) {
         Ok(rt) => match mode.exists {
