@@ -171,6 +171,15 @@ pub struct Config {
     /// How long a bearer token is valid.
     #[arg(long, env = "SKEIN_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
+    /// TLS certificate chain (PEM) for the Flight endpoint; with --tls-key, clients must use TLS.
+    #[arg(long, env = "SKEIN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching --tls-cert.
+    #[arg(long, env = "SKEIN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to (mutual TLS).
+    #[arg(long, env = "SKEIN_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -208,6 +217,9 @@ impl Config {
             auth_users: None,
             auth_secret: None,
             token_ttl: Duration::from_secs(3600),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             log_format: LogFormat::Text,
         }
     }

@@ -77,7 +77,13 @@ impl Server {
             })
         });
         let shutdown = node.shutdown.clone();
-        let served = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls_config(&node.config)? {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
+        }
+        let served = builder
             .layer(crate::auth::AuthLayer::new(node.auth.clone()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
@@ -93,4 +99,29 @@ impl Server {
         }
         served.map_err(|e| Error::Internal(format!("Flight server failed: {e}")))
     }
+}
+
+/// The TLS settings of the Flight endpoint, if it has a certificate.
+fn tls_config(config: &crate::Config) -> Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot read the TLS {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read(cert, "certificate")?, read(key, "private key")?);
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            ca,
+            "client CA",
+        )?));
+    }
+    Ok(Some(tls))
 }
