@@ -46,6 +46,100 @@ pub struct Identity {
     pub user: String,
     /// Their role.
     pub role: Role,
+    /// The only tables they may use (lower-cased), if limited.
+    pub tables: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// Whether they may use table `name`.
+    pub fn may_use(&self, name: &str) -> bool {
+        self.tables
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|x| x.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// Whether the caller (if authentication is on) may use table `name`.
+pub fn may_use(name: &str) -> bool {
+    current().is_none_or(|id| id.may_use(name))
+}
+
+/// Fails with PERMISSION_DENIED unless the caller may use table `name`.
+pub fn require_table(name: &str) -> Result<()> {
+    match current() {
+        Some(id) if !id.may_use(name) => Err(Error::Forbidden(format!(
+            "user {:?} may not use table {name:?}",
+            id.user
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// For a caller limited to some tables: every relation the statement reads must be one of them
+/// (or a CTE it defines); catalog views such as `information_schema.tables` are out too.
+pub fn check_relations(statement: &sqlparser::ast::Statement) -> Result<()> {
+    use sqlparser::ast::{TableFactor, Visit, Visitor};
+    let Some(id) = current().filter(|id| id.tables.is_some()) else {
+        return Ok(());
+    };
+    struct Relations {
+        ctes: Vec<String>,
+        tables: Vec<String>,
+    }
+    impl Visitor for Relations {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+            if let Some(with) = &q.with {
+                self.ctes.extend(
+                    with.cte_tables
+                        .iter()
+                        .map(|c| c.alias.name.value.to_lowercase()),
+                );
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> std::ops::ControlFlow<()> {
+            match f {
+                TableFactor::Table {
+                    name, args: None, ..
+                } => self.tables.push(name.to_string().to_lowercase()),
+                // Functions that list the catalog would show the other tables.
+                TableFactor::Table { name, .. } | TableFactor::Function { name, .. } => {
+                    let n = name.to_string().to_lowercase();
+                    let bare = n.rsplit('.').next().unwrap_or(&n);
+                    if ["duckdb_", "pragma_", "pg_", "information_schema"]
+                        .iter()
+                        .any(|p| bare.starts_with(p))
+                    {
+                        self.tables.push(format!("system.{bare}"));
+                    }
+                }
+                _ => {}
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut r = Relations {
+        ctes: Vec::new(),
+        tables: Vec::new(),
+    };
+    let _ = statement.visit(&mut r);
+    for t in &r.tables {
+        let bare = t.rsplit('.').next().unwrap_or(t).trim_matches('"');
+        let qualified_elsewhere =
+            t.contains('.') && !t.starts_with("main.") && !t.contains(".main.");
+        if r.ctes.iter().any(|c| c == bare) && !t.contains('.') {
+            continue;
+        }
+        if qualified_elsewhere || !id.may_use(bare) {
+            return Err(Error::Forbidden(format!(
+                "user {:?} may not read {t:?}: they are limited to tables {}",
+                id.user,
+                id.tables.as_deref().unwrap_or_default().join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 tokio::task_local! {
@@ -74,6 +168,9 @@ struct UserEntry {
     name: String,
     password: String,
     role: Role,
+    /// Limits the user to these tables.
+    #[serde(default)]
+    tables: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,11 +190,14 @@ struct Claims {
     c: String,
     /// Expiry, seconds since the Unix epoch.
     e: u64,
+    /// Tables the user is limited to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<Vec<String>>,
 }
 
 /// Users, and the key their tokens are signed with.
 pub struct Authenticator {
-    users: HashMap<String, (String, Role)>,
+    users: HashMap<String, (String, Identity)>,
     key: ring::hmac::Key,
     ttl: Duration,
     cluster: String,
@@ -148,7 +248,14 @@ impl Authenticator {
         }
         let mut users = HashMap::new();
         for u in file.users {
-            if users.insert(u.name.clone(), (u.password, u.role)).is_some() {
+            let id = Identity {
+                user: u.name.clone(),
+                role: u.role,
+                tables: u
+                    .tables
+                    .map(|t| t.iter().map(|x| x.to_lowercase()).collect()),
+            };
+            if users.insert(u.name.clone(), (u.password, id)).is_some() {
                 return Err(Error::InvalidArgument(format!(
                     "users file {} lists user {:?} twice",
                     path.display(),
@@ -166,14 +273,11 @@ impl Authenticator {
 
     /// Checks a user name and password.
     fn password(&self, user: &str, password: &str) -> Option<Identity> {
-        let (stored, role) = self.users.get(user)?;
+        let (stored, id) = self.users.get(user)?;
         // Compared in constant time, through their MACs.
         let expected = ring::hmac::sign(&self.key, stored.as_bytes());
         let same = ring::hmac::verify(&self.key, password.as_bytes(), expected.as_ref()).is_ok();
-        same.then(|| Identity {
-            user: user.to_string(),
-            role: *role,
-        })
+        same.then(|| id.clone())
     }
 
     /// A signed token for `id`.
@@ -183,6 +287,7 @@ impl Authenticator {
             r: id.role,
             c: self.cluster.clone(),
             e: now_s() + self.ttl.as_secs().max(1),
+            t: id.tables.clone(),
         };
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let tag = ring::hmac::sign(&self.key, body.as_bytes());
@@ -206,6 +311,7 @@ impl Authenticator {
         Ok(Identity {
             user: claims.u,
             role: claims.r,
+            tables: claims.t,
         })
     }
 

@@ -105,7 +105,14 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
     }
     let mut statements = match Parser::parse_sql(&DuckDbDialect {}, sql) {
         Ok(s) => s,
-        Err(_) => return Ok(Plan::Unparsed),
+        Err(_) => {
+            if crate::auth::current().is_some_and(|id| id.tables.is_some()) {
+                return Err(Error::Forbidden(
+                    "this statement cannot be checked against the tables you are limited to".into(),
+                ));
+            }
+            return Ok(Plan::Unparsed);
+        }
     };
     if statements.len() != 1 {
         return Err(Error::InvalidArgument(format!(
@@ -114,6 +121,7 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
         )));
     }
     crate::sandbox::check_statement(&statements[0])?;
+    crate::auth::check_relations(&statements[0])?;
     let unsupported = |what: &str| {
         Err(Error::Unsupported(format!(
             "{what} is not supported; skein runs queries (SELECT, WITH, VALUES, EXPLAIN, \

@@ -97,6 +97,15 @@ impl Node {
         if !plan.is_query() {
             crate::auth::require(crate::auth::Role::Writer, "change tables")?;
         }
+        match &plan {
+            Plan::CreateTable { table, .. }
+            | Plan::Insert { table, .. }
+            | Plan::AddColumns { table } => crate::auth::require_table(table)?,
+            Plan::DropTable { tables, .. } => tables
+                .iter()
+                .try_for_each(|t| crate::auth::require_table(t))?,
+            Plan::Query | Plan::Unparsed => {}
+        }
         let rows = params::rows(&parameters)?;
         self.take_in_changes().await;
         match plan {

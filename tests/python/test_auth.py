@@ -27,6 +27,18 @@ role = "writer"
 name = "rita"
 password = "r-pass"
 role = "reader"
+
+[[users]]
+name = "lena"
+password = "l-pass"
+role = "reader"
+tables = ["t"]
+
+[[users]]
+name = "walt"
+password = "w2-pass"
+role = "writer"
+tables = ["w"]
 """
 
 
@@ -189,3 +201,41 @@ def test_the_cli_logs_in_and_is_held_to_its_role(secured, tmp_path):
     assert denied.returncode != 0 and "may not change tables" in denied.stderr, denied.stderr
     wrong = skein("sql", "SELECT 1", user="rita", password="nope")
     assert wrong.returncode != 0 and "wrong user name or password" in wrong.stderr, wrong.stderr
+
+
+def test_users_limited_to_tables_see_and_touch_only_those(secured):
+    with adbc(secured, "wendy", "w-pass") as conn, conn.cursor() as cur:
+        cur.adbc_ingest("t", pa.table({"id": [1, 2]}), mode="create")
+        cur.adbc_ingest("u", pa.table({"id": [3]}), mode="create")
+        cur.adbc_ingest("w", pa.table({"id": [4]}), mode="create")
+
+    with adbc(secured, "lena", "l-pass") as conn:
+        assert query(conn, "SELECT sum(id) AS s FROM t").column("s")[0].as_py() == 3
+        assert query(conn, "WITH x AS (SELECT id FROM main.t) SELECT count(*) AS n FROM x"
+                     ).column("n")[0].as_py() == 2
+        for sql in ["SELECT * FROM u", "SELECT * FROM t JOIN u USING (id)",
+                    "SELECT * FROM t WHERE id IN (SELECT id FROM w)",
+                    "SELECT table_name FROM information_schema.tables",
+                    "SELECT * FROM other.main.u", "SELECT * FROM duckdb_tables()",
+                    "SELECT * FROM pragma_table_info('u')"]:
+            with pytest.raises(adbc_driver_manager.Error, match="may not read"):
+                query(conn, sql)
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        names = sorted(t["table_name"] for c in objects for s in c["catalog_db_schemas"] or []
+                       for t in s["db_schema_tables"] or [])
+        assert names == ["t"]
+
+    with adbc(secured, "walt", "w2-pass") as conn, conn.cursor() as cur:
+        cur.adbc_ingest("w", pa.table({"id": [5]}), mode="append")
+        cur.execute("INSERT INTO w VALUES (6)")
+        with pytest.raises(adbc_driver_manager.Error, match="may not use table"):
+            cur.adbc_ingest("t", pa.table({"id": [9]}), mode="append")
+        for sql in ["INSERT INTO t VALUES (9)", "CREATE TABLE w2 (a INT)", "DROP TABLE u"]:
+            with pytest.raises(adbc_driver_manager.Error, match="may not use table"):
+                cur.execute(sql)
+        with pytest.raises(adbc_driver_manager.Error, match="may not read"):
+            cur.execute("INSERT INTO w SELECT id FROM t")
+        assert query(conn, "SELECT count(*) AS n FROM w").column("n")[0].as_py() == 3
+    with adbc(secured, "wendy", "w-pass") as conn:
+        assert query(conn, "SELECT count(*) AS n FROM t").column("n")[0].as_py() == 2
+        assert query(conn, "SELECT count(*) AS n FROM u").column("n")[0].as_py() == 1

@@ -84,6 +84,9 @@ pub(crate) fn tables(node: &Node, query: CommandGetTables) -> Result<FlightDataS
     let mut builder = query.into_builder();
     let catalog = node.engine.catalog_name();
     for (meta, rt) in node.list_tables() {
+        if !crate::auth::may_use(&meta.name) {
+            continue;
+        }
         let schema = rt.schema();
         // Nullability comes from the catalog: DuckDB reports every result column as nullable.
         let fields: Vec<Field> = schema

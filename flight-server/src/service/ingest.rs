@@ -58,6 +58,7 @@ async fn target(
     mode: Mode,
 ) -> Result<Arc<TableRuntime>> {
     crate::auth::require(crate::auth::Role::Writer, "ingest")?;
+    crate::auth::require_table(table)?;
     node.take_in_changes().await;
     match node.table(table) {
         Ok(rt) => match mode.exists {
