@@ -161,6 +161,16 @@ pub struct Config {
     /// Stop a query that runs longer than this (DEADLINE_EXCEEDED); `0s` means no limit.
     #[arg(long, env = "SKEIN_QUERY_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
+    /// Queries running at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SKEIN_MAX_QUERIES", default_value_t = 64)]
+    pub max_queries: usize,
+    /// Ingest streams (DoPut) at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SKEIN_MAX_INGEST_STREAMS", default_value_t = 64)]
+    pub max_ingest_streams: usize,
+    /// DuckDB's memory limit for queries (e.g. `4GB`); past it, queries spill or fail with an
+    /// out-of-memory error instead of growing the process. Empty: DuckDB's default (80% of RAM).
+    #[arg(long, env = "SKEIN_MEMORY_LIMIT", default_value = "")]
+    pub memory_limit: String,
     /// Users (TOML: `[[users]] name, password, role` with role reader, writer or admin). With
     /// it, every call needs credentials: Basic in the handshake for a bearer token.
     #[arg(long, env = "SKEIN_AUTH_USERS")]
@@ -214,6 +224,9 @@ impl Config {
             storage: StorageConfig::local(),
             query_threads: 2,
             query_timeout: Duration::from_secs(300),
+            max_queries: 64,
+            max_ingest_streams: 64,
+            memory_limit: String::new(),
             auth_users: None,
             auth_secret: None,
             token_ttl: Duration::from_secs(3600),

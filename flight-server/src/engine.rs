@@ -112,7 +112,7 @@ pub fn literal(value: &str) -> String {
 impl Engine {
     /// Opens an in-memory database that may read and write only the node's own directories
     /// below `data_dir` (`objects/`, `tmp/`, `duckdb-tmp/`).
-    pub fn open(data_dir: &Path, threads: usize) -> Result<Self> {
+    pub fn open(data_dir: &Path, threads: usize, memory_limit: &str) -> Result<Self> {
         let mut raw: duckdb::ffi::duckdb_database = std::ptr::null_mut();
         let path = c":memory:";
         // SAFETY: `path` is a valid C string and `raw` a valid out pointer.
@@ -150,6 +150,12 @@ impl Engine {
         ];
         if threads > 0 {
             setup.insert(0, format!("SET threads = {threads}"));
+        }
+        if !memory_limit.trim().is_empty() {
+            setup.insert(
+                0,
+                format!("SET memory_limit = {}", literal(memory_limit.trim())),
+            );
         }
         setup.push("SET lock_configuration = true".to_string());
         for stmt in &setup {

@@ -54,6 +54,10 @@ pub struct Node {
     pub store: Arc<dyn ObjectStore>,
     /// Local copies of remote objects (none when the store is a local directory).
     pub cache: Option<Arc<FileCache>>,
+    /// Slots for queries running at once.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for ingest streams at once.
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
     /// Users and token signing, if authentication is on.
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// This process's claim on its node id in a shared catalog.
@@ -180,7 +184,8 @@ impl Node {
         let threads = config.query_threads;
         let engine = {
             let dir = data_dir.clone();
-            blocking(move || Engine::open(&dir, threads)).await?
+            let memory = config.memory_limit.clone();
+            blocking(move || Engine::open(&dir, threads, &memory)).await?
         };
         let snapshot = catalog.snapshot();
         let mut tables = HashMap::new();
@@ -201,11 +206,17 @@ impl Node {
             &metrics,
             catalog_empty,
         )?;
+        let query_slots = Arc::new(tokio::sync::Semaphore::new(config.max_queries.max(1)));
+        let ingest_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_ingest_streams.max(1),
+        ));
         let node = Arc::new(Self {
             config,
             catalog,
             store,
             cache,
+            query_slots,
+            ingest_slots,
             auth,
             claim,
             sync: tokio::sync::Mutex::new(()),

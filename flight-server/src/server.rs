@@ -16,7 +16,7 @@ use crate::node::Node;
 use crate::service::SkeinService;
 
 /// Largest gRPC message a client may send or receive (batches are split well below it).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A node whose listeners are bound.
 #[derive(Debug)]

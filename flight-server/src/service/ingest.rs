@@ -140,9 +140,7 @@ async fn load(
         let decoded = match item {
             Ok(d) => d,
             Err(e) => {
-                failed = Some(Error::InvalidArgument(format!(
-                    "reading the DoPut stream: {e}"
-                )));
+                failed = Some(stream_error(&e.to_string()));
                 break;
             }
         };
@@ -201,12 +199,40 @@ async fn load(
     Ok(accepted as i64)
 }
 
+/// What went wrong reading a DoPut stream: a message over the size bound is
+/// RESOURCE_EXHAUSTED, anything else a bad request.
+fn stream_error(message: &str) -> Error {
+    if message.contains("message length too large") {
+        Error::ResourceExhausted(format!(
+            "a DoPut message is larger than the {} MiB this node takes: send smaller record \
+             batches ({message})",
+            crate::server::MAX_MESSAGE_BYTES / (1024 * 1024)
+        ))
+    } else {
+        Error::InvalidArgument(format!("reading the DoPut stream: {message}"))
+    }
+}
+
+/// A slot for one ingest stream, or RESOURCE_EXHAUSTED.
+fn ingest_slot(node: &Node) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    Arc::clone(&node.ingest_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "{} ingest streams are open, the most this node takes at once \
+                 (--max-ingest-streams); try again shortly",
+                node.config.max_ingest_streams
+            ))
+        })
+}
+
 /// Flight SQL bulk ingest.
 pub(crate) async fn statement_ingest(
     node: &Arc<Node>,
     cmd: CommandStatementIngest,
     stream: PeekableFlightDataStream,
 ) -> Result<i64> {
+    let _slot = ingest_slot(node)?;
     if cmd.table.is_empty() {
         return Err(Error::InvalidArgument(
             "bulk ingest needs a table name".into(),
@@ -268,14 +294,10 @@ pub(crate) async fn descriptor_put(
     mut stream: PeekableFlightDataStream,
     message: Any,
 ) -> Result<DoPutStream> {
+    let _slot = ingest_slot(node)?;
     let descriptor = match stream.peek().await {
         Some(Ok(first)) => first.flight_descriptor.clone(),
-        Some(Err(status)) => {
-            return Err(Error::InvalidArgument(format!(
-                "reading the DoPut stream: {}",
-                status.message()
-            )));
-        }
+        Some(Err(status)) => return Err(stream_error(status.message())),
         None => None,
     }
     .ok_or_else(|| Error::InvalidArgument("DoPut needs a flight descriptor".into()))?;

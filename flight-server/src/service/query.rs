@@ -143,6 +143,15 @@ pub(crate) async fn run(
 ) -> Result<FlightDataStream> {
     let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
+    let slot = Arc::clone(&node.query_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "{} queries are running, the most this node runs at once (--max-queries); \
+                 try again shortly",
+                node.config.max_queries
+            ))
+        })?;
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
     let reads = node.prepare_reads(&sql).await?;
@@ -196,6 +205,7 @@ pub(crate) async fn run(
                 conn.discard();
             }
             drop(reads);
+            drop(slot);
             // An interrupted query fails with DuckDB's INTERRUPT error; say why it was stopped.
             result.map_err(|e| stopped.unwrap_or(e))
         })();

@@ -1,0 +1,93 @@
+"""Overload: far more concurrent queries and ingest streams than the limits allow, and an
+oversized message. The node answers RESOURCE_EXHAUSTED past its limits, loses nothing it
+acknowledged, stays under its memory bound, and serves normally afterwards."""
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from conftest import query
+
+SLOW = "SELECT count(*) AS n FROM range(150000000) t(x) WHERE x % 7 = 3"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def exhausted(message: str) -> bool:
+    """ADBC reports the gRPC code in its message: `(ResourceExhausted; …)`."""
+    return "resourceexhausted" in message.replace("_", "").lower()
+
+
+def run_all(n, work):
+    outcomes = [None] * n
+
+    def one(i):
+        try:
+            outcomes[i] = ("ok", work(i))
+        except Exception as e:  # classified below
+            outcomes[i] = ("error", str(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_overload_is_refused_cleanly_and_nothing_acknowledged_is_lost(make_node):
+    node = make_node("--max-queries", "2", "--max-ingest-streams", "2",
+                     "--memory-limit", "512MB")
+
+    def slow_query(_):
+        with node.connect() as conn:
+            return query(conn, SLOW).column("n")[0].as_py()
+
+    outcomes = run_all(12, slow_query)
+    ok = [v for kind, v in outcomes if kind == "ok"]
+    refused = [v for kind, v in outcomes if kind == "error"]
+    assert ok and all(v == 150000000 // 7 + (1 if 150000000 % 7 > 3 else 0) for v in ok), outcomes
+    assert refused and all(exhausted(m) and "--max-queries" in m for m in refused), refused
+
+    rows = 200_000
+    batch = pa.table({"k": pa.array(range(rows), pa.int64()), "v": pa.array([1.5] * rows)})
+
+    def ingest(i):
+        with node.connect() as conn, conn.cursor() as cur:
+            return cur.adbc_ingest("loaded", batch, mode="create_append")
+
+    outcomes = run_all(12, ingest)
+    acked = [v for kind, v in outcomes if kind == "ok"]
+    refused = [v for kind, v in outcomes if kind == "error"]
+    assert acked, outcomes
+    assert all(exhausted(m) or "already exists" in m for m in refused), refused
+    with node.connect() as conn:
+        n = query(conn, "SELECT count(*) AS n FROM loaded").column("n")[0].as_py()
+    assert n == rows * len(acked), (n, len(acked))
+
+    # One message larger than the node takes (64 MiB): refused, nothing lands.
+    big = pa.table({"s": pa.array(["x" * 1024] * (70 * 1024))})
+    client = node.flight_client()
+    try:
+        writer, _ = client.do_put(flight.FlightDescriptor.for_path("huge"), big.schema)
+        writer.write_table(big, max_chunksize=len(big))
+        writer.close()
+        raised = None
+    except (flight.FlightError, pa.ArrowException, OSError) as e:
+        raised = str(e)
+    assert raised and (exhausted(raised) or "larger than max" in raised), raised
+
+    # Memory stayed bounded, and the node serves as before.
+    assert peak_rss_mb(node.proc.pid) < 2048
+    with node.connect() as conn:
+        assert query(conn, "SELECT 1 AS one").column("one")[0].as_py() == 1
+        tables = query(conn, "SELECT table_name FROM information_schema.tables").column(0).to_pylist()
+        if "huge" in tables:
+            assert query(conn, "SELECT count(*) AS n FROM huge").column("n")[0].as_py() == 0
