@@ -15,7 +15,7 @@
 //!   files a query's filters let it skip; [`sandbox`]: what user SQL may not call or name;
 //!   [`types`]: Arrow and DuckDB types and fitting batches to tables; [`params`]: parameters.
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
-//! - [`metrics`], [`error`].
+//! - [`metrics`], [`error`]; [`system`]: the system tables (tables, files, nodes, query log).
 
 pub mod auth;
 pub mod config;
@@ -33,6 +33,7 @@ pub mod server;
 pub mod service;
 pub mod sql;
 pub mod statements;
+pub mod system;
 pub mod table;
 pub mod ticket;
 pub mod types;

@@ -54,6 +54,8 @@ pub struct Node {
     pub store: Arc<dyn ObjectStore>,
     /// Local copies of remote objects (none when the store is a local directory).
     pub cache: Option<Arc<FileCache>>,
+    /// Recent queries, for `skein_query_log`.
+    pub query_log: crate::system::QueryLog,
     /// Slots for queries running at once.
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Slots for ingest streams at once.
@@ -215,6 +217,7 @@ impl Node {
             catalog,
             store,
             cache,
+            query_log: Default::default(),
             query_slots,
             ingest_slots,
             auth,

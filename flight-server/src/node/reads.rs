@@ -21,6 +21,9 @@ const PARALLEL_DOWNLOADS: usize = 8;
 #[derive(Debug, Default)]
 pub struct ReadSet {
     views: Vec<(u64, String)>,
+    /// System tables the statement names, and the statements that fill them.
+    system: Vec<&'static str>,
+    system_sql: Vec<String>,
     _files: Vec<CachedFile>,
     _views: Vec<ReadView>,
     /// Files read, and files skipped by pruning.
@@ -31,6 +34,9 @@ pub struct ReadSet {
 impl ReadSet {
     /// Creates the temporary views on `conn`.
     pub fn install(&self, conn: &Connection) -> Result<()> {
+        for sql in &self.system_sql {
+            conn.execute_batch(sql)?;
+        }
         for (_, sql) in &self.views {
             conn.execute_batch(sql)?;
         }
@@ -39,6 +45,9 @@ impl ReadSet {
 
     /// Removes them again, so that the connection can serve another query.
     pub fn remove(&self, conn: &Connection) -> Result<()> {
+        for sql in crate::system::drop_statements(&self.system) {
+            conn.execute_batch(&sql)?;
+        }
         for (id, _) in &self.views {
             conn.execute_batch(&format!(
                 "DROP VIEW IF EXISTS temp.main.{}",
@@ -50,7 +59,7 @@ impl ReadSet {
 
     /// Whether there is anything to install.
     pub fn is_empty(&self) -> bool {
-        self.views.is_empty()
+        self.views.is_empty() && self.system.is_empty()
     }
 }
 
@@ -66,13 +75,14 @@ impl Node {
             tracing::debug!(error = %e, "catalog refresh before a query failed");
         }
         let lower = sql.to_lowercase();
+        let system = self.system_tables(&lower);
         let runtimes = self.list_tables();
         let named: Vec<_> = runtimes
             .into_iter()
             .filter(|(meta, _)| lower.contains(&meta.name.to_lowercase()))
             .collect();
         if named.is_empty() {
-            return Ok(ReadSet::default());
+            return Ok(system);
         }
         let mut views = Vec::new();
         for (_, rt) in &named {
@@ -99,7 +109,7 @@ impl Node {
                 referenced.contains(&name) || words.contains(&name)
             });
         }
-        let mut set = ReadSet::default();
+        let mut set = system;
         let mut kept: Vec<(usize, Vec<FileMeta>)> = Vec::new();
         for (i, view) in views.iter().enumerate() {
             let filter = filters
@@ -134,6 +144,65 @@ impl Node {
         }
         set._views = views;
         Ok(set)
+    }
+
+    /// The system tables `sql` (lower-cased) names, filled from the node's state now.
+    fn system_tables(&self, lower: &str) -> ReadSet {
+        let words = prune::identifiers(lower);
+        let wanted: Vec<&'static str> = crate::system::NAMES
+            .iter()
+            .copied()
+            .filter(|n| match &words {
+                Some(w) => w.contains(*n),
+                None => lower.contains(n),
+            })
+            .collect();
+        if wanted.is_empty() {
+            return ReadSet::default();
+        }
+        let listed = self.list_tables();
+        let tables = || {
+            listed
+                .iter()
+                .map(|(m, rt)| crate::system::TableRow {
+                    name: m.name.clone(),
+                    file_rows: m.file_rows(),
+                    files: m.files.len() as u64,
+                    bytes: m.files.iter().map(|f| f.bytes).sum(),
+                    buffered_rows: rt.level().total_rows,
+                    columns: m.columns.len() as u64,
+                    created_ms: m.created_at_ms,
+                })
+                .collect()
+        };
+        let files = || {
+            listed
+                .iter()
+                .flat_map(|(m, _)| {
+                    m.files.iter().map(|f| crate::system::FileRow {
+                        table: m.name.clone(),
+                        key: f.key.clone(),
+                        rows: f.rows,
+                        bytes: f.bytes,
+                        created_ms: f.created_at_ms,
+                    })
+                })
+                .collect()
+        };
+        let nodes = || {
+            vec![crate::system::NodeRow {
+                node_id: self.config.node_id.clone(),
+                address: self.config.listen.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                state: "serving".to_string(),
+            }]
+        };
+        let system_sql = crate::system::statements(&wanted, tables, files, nodes, &self.query_log);
+        ReadSet {
+            system: wanted,
+            system_sql,
+            ..ReadSet::default()
+        }
     }
 
     /// Local paths of `files`, fetching them into the cache if the store is remote.

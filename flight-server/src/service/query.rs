@@ -154,10 +154,14 @@ pub(crate) async fn run(
         })?;
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
+    let started_ms = crate::system::now_ms();
+    let started = std::time::Instant::now();
+    let user = crate::auth::current().map(|id| id.user);
     let reads = node.prepare_reads(&sql).await?;
     tokio::task::spawn_blocking(move || {
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
+        let mut sent_rows = 0u64;
         let outcome = (|| -> Result<()> {
             let mut conn = worker.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
@@ -186,6 +190,7 @@ pub(crate) async fn run(
                     let batch = batch?;
                     coalescer.push_batch(batch)?;
                     while let Some(out) = coalescer.next_completed_batch() {
+                        sent_rows += out.num_rows() as u64;
                         if tx.blocking_send(Ok(out)).is_err() {
                             return Ok(()); // the client went away
                         }
@@ -193,6 +198,7 @@ pub(crate) async fn run(
                 }
                 coalescer.finish_buffered_batch()?;
                 while let Some(out) = coalescer.next_completed_batch() {
+                    sent_rows += out.num_rows() as u64;
                     if tx.blocking_send(Ok(out)).is_err() {
                         return Ok(());
                     }
@@ -210,6 +216,20 @@ pub(crate) async fn run(
             result.map_err(|e| stopped.unwrap_or(e))
         })();
         timer.observe_duration();
+        worker.query_log.record(crate::system::LoggedQuery {
+            started_ms,
+            user,
+            sql: sql.clone(),
+            duration: started.elapsed(),
+            rows: sent_rows,
+            status: match &outcome {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!(
+                    "error: {}",
+                    e.to_string().chars().take(200).collect::<String>()
+                ),
+            },
+        });
         if let Err(e) = outcome {
             // Before the schema: the DoGet call itself fails; after it: the stream ends in error.
             match schema_tx.take() {

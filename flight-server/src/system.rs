@@ -1,0 +1,267 @@
+//! System tables, queryable by SQL like any table: `skein_tables` (every table with its rows,
+//! files and bytes), `skein_files` (every Parquet file with its size and rows), `skein_nodes`
+//! (the cluster's members) and `skein_query_log` (the node's recent queries: when, who, the
+//! text, how long, rows, outcome).
+//!
+//! A query that names one gets it as a temporary table on its own connection, filled from the
+//! node's state at that moment.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use crate::engine::literal;
+
+/// The system tables and their columns.
+const TABLES: &[(&str, &str)] = &[
+    (
+        "skein_tables",
+        "table_name VARCHAR, rows BIGINT, files BIGINT, bytes BIGINT, buffered_rows BIGINT, \
+         columns BIGINT, created_at TIMESTAMP",
+    ),
+    (
+        "skein_files",
+        "table_name VARCHAR, object_key VARCHAR, rows BIGINT, bytes BIGINT, created_at TIMESTAMP",
+    ),
+    (
+        "skein_nodes",
+        "node_id VARCHAR, address VARCHAR, version VARCHAR, state VARCHAR",
+    ),
+    (
+        "skein_query_log",
+        "started_at TIMESTAMP, user_name VARCHAR, query VARCHAR, duration_ms DOUBLE, \
+         rows BIGINT, status VARCHAR",
+    ),
+];
+
+/// The names of the system tables.
+pub const NAMES: &[&str] = &[
+    "skein_tables",
+    "skein_files",
+    "skein_nodes",
+    "skein_query_log",
+];
+
+fn columns_of(name: &str) -> &'static str {
+    TABLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, c)| c)
+}
+
+/// Empty permanent versions, so that a query's result schema can be found without filling them
+/// (a query's own temporary ones shadow them).
+pub fn permanent_statements() -> Vec<String> {
+    TABLES
+        .iter()
+        .map(|(n, c)| format!("CREATE TABLE IF NOT EXISTS main.{n} ({c})"))
+        .collect()
+}
+
+/// Queries kept in the log.
+const LOG_ENTRIES: usize = 1000;
+
+/// One finished query.
+#[derive(Debug, Clone)]
+pub struct LoggedQuery {
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// The caller, if authentication is on.
+    pub user: Option<String>,
+    /// Its text.
+    pub sql: String,
+    /// From start to last batch.
+    pub duration: Duration,
+    /// Rows sent.
+    pub rows: u64,
+    /// `ok`, or the gRPC code it failed with.
+    pub status: String,
+}
+
+/// The recent queries of this node.
+#[derive(Debug, Default)]
+pub struct QueryLog {
+    entries: Mutex<VecDeque<LoggedQuery>>,
+}
+
+impl QueryLog {
+    /// Records a finished query, dropping the oldest past the bound.
+    pub fn record(&self, q: LoggedQuery) {
+        let mut entries = self.entries.lock();
+        if entries.len() == LOG_ENTRIES {
+            entries.pop_front();
+        }
+        entries.push_back(q);
+    }
+
+    fn snapshot(&self) -> Vec<LoggedQuery> {
+        self.entries.lock().iter().cloned().collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn text(v: &str) -> String {
+    literal(v)
+}
+
+fn opt_text(v: Option<&str>) -> String {
+    v.map_or_else(|| "NULL".to_string(), literal)
+}
+
+/// `CREATE TEMP TABLE name (columns) ; INSERT … VALUES …` for `rows` (already SQL literals).
+fn table_sql(name: &str, columns: &str, rows: Vec<String>) -> Vec<String> {
+    let mut out = vec![format!("CREATE OR REPLACE TEMP TABLE {name} ({columns})")];
+    for chunk in rows.chunks(500) {
+        out.push(format!(
+            "INSERT INTO temp.{name} VALUES {}",
+            chunk.join(", ")
+        ));
+    }
+    out
+}
+
+/// One table's figures for `skein_tables`.
+#[derive(Debug)]
+pub struct TableRow {
+    /// Name.
+    pub name: String,
+    /// Rows in Parquet files.
+    pub file_rows: u64,
+    /// Parquet files.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Rows buffered on this node.
+    pub buffered_rows: u64,
+    /// Columns.
+    pub columns: u64,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// One file for `skein_files`.
+#[derive(Debug)]
+pub struct FileRow {
+    /// Its table.
+    pub table: String,
+    /// Object key.
+    pub key: String,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Commit time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// One member for `skein_nodes`.
+#[derive(Debug)]
+pub struct NodeRow {
+    /// Node id.
+    pub node_id: String,
+    /// Flight address.
+    pub address: String,
+    /// Version.
+    pub version: String,
+    /// State.
+    pub state: String,
+}
+
+/// The statements that create the system tables `wanted` on a connection.
+pub fn statements(
+    wanted: &[&str],
+    tables: impl FnOnce() -> Vec<TableRow>,
+    files: impl FnOnce() -> Vec<FileRow>,
+    nodes: impl FnOnce() -> Vec<NodeRow>,
+    log: &QueryLog,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if wanted.contains(&"skein_tables") {
+        let rows = tables()
+            .into_iter()
+            .map(|t| {
+                format!(
+                    "({}, {}, {}, {}, {}, {}, make_timestamp({} * 1000))",
+                    text(&t.name),
+                    t.file_rows + t.buffered_rows,
+                    t.files,
+                    t.bytes,
+                    t.buffered_rows,
+                    t.columns,
+                    t.created_ms
+                )
+            })
+            .collect();
+        out.extend(table_sql("skein_tables", columns_of("skein_tables"), rows));
+    }
+    if wanted.contains(&"skein_files") {
+        let rows = files()
+            .into_iter()
+            .map(|f| {
+                format!(
+                    "({}, {}, {}, {}, make_timestamp({} * 1000))",
+                    text(&f.table),
+                    text(&f.key),
+                    f.rows,
+                    f.bytes,
+                    f.created_ms
+                )
+            })
+            .collect();
+        out.extend(table_sql("skein_files", columns_of("skein_files"), rows));
+    }
+    if wanted.contains(&"skein_nodes") {
+        let rows = nodes()
+            .into_iter()
+            .map(|n| {
+                format!(
+                    "({}, {}, {}, {})",
+                    text(&n.node_id),
+                    text(&n.address),
+                    text(&n.version),
+                    text(&n.state)
+                )
+            })
+            .collect();
+        out.extend(table_sql("skein_nodes", columns_of("skein_nodes"), rows));
+    }
+    if wanted.contains(&"skein_query_log") {
+        let rows = log
+            .snapshot()
+            .into_iter()
+            .map(|q| {
+                format!(
+                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {})",
+                    q.started_ms,
+                    opt_text(q.user.as_deref()),
+                    text(&q.sql),
+                    q.duration.as_secs_f64() * 1000.0,
+                    q.rows,
+                    text(&q.status)
+                )
+            })
+            .collect();
+        out.extend(table_sql(
+            "skein_query_log",
+            columns_of("skein_query_log"),
+            rows,
+        ));
+    }
+    out
+}
+
+/// Removes the system tables `wanted` from a connection.
+pub fn drop_statements(wanted: &[&str]) -> Vec<String> {
+    wanted
+        .iter()
+        .map(|n| format!("DROP TABLE IF EXISTS temp.{n}"))
+        .collect()
+}
