@@ -183,7 +183,33 @@ def redis_server_bin() -> str:
     return path
 
 
-class Redis:
+class _Service:
+    """A child process with a data directory: `start()`/`stop()` come from the subclass; a
+    directory the instance made itself is removed on close."""
+
+    proc = None
+    dir: Path
+    _owned_dir: bool
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self):
+        self.stop()
+        if self._owned_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Redis(_Service):
     """One redis-server without persistence; data lives until stop()."""
 
     def __init__(self, directory=None, port=None):
@@ -245,22 +271,6 @@ class Redis:
         with self.client() as c:
             c.flushall()
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def close(self):
-        self.stop()
-        if self._owned_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Redis":
-        if self.proc is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +375,7 @@ def weed_ready(endpoint: str, access_key: str, secret_key: str, master_port: int
     return topology.get("Max", 0) > 0 and volumes >= expected_volumes
 
 
-class SeaweedS3:
+class SeaweedS3(_Service):
     """One `weed mini` process: master, volume, filer and the S3 gateway.
 
     `stop()` keeps the data directory and ports, so `start()` brings the same store back;
@@ -494,22 +504,6 @@ class SeaweedS3:
             Path(f"/tmp/seaweedfs-{comp}-grpc-{self.ports[comp] + 10000}.sock").unlink(missing_ok=True)
         return code
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def close(self):
-        self.stop()
-        if self._owned_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "SeaweedS3":
-        if self.proc is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- S3 operations (signed HTTP, path-style)
 

@@ -32,13 +32,22 @@ STARTUP_DEADLINE_S = 60
 STOP_DEADLINE_S = 60
 
 
-def server_bin() -> str:
-    path = os.environ.get("SKEIN_SERVER_BIN")
+def built_binary(variable: str, name: str) -> str:
+    """The binary named by `variable`, or `name` in the release build of the target directory."""
+    path = os.environ.get(variable)
     if not path:
         target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/skein/target"))
-        path = str(Path(target) / "release" / "skein-server")
-    assert Path(path).exists(), f"skein-server binary not found at {path}; run scripts/test.sh"
+        path = str(Path(target) / "release" / name)
+    assert Path(path).exists(), f"{name} binary not found at {path}; run scripts/test.sh"
     return path
+
+
+def server_bin() -> str:
+    return built_binary("SKEIN_SERVER_BIN", "skein-server")
+
+
+def cli_bin() -> str:
+    return built_binary("SKEIN_CLI_BIN", "skein")
 
 
 class Node:

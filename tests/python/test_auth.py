@@ -184,7 +184,7 @@ def test_roles_hold_for_queries_ingest_ddl_and_admin_actions(secured):
 def test_the_cli_logs_in_and_is_held_to_its_role(secured, tmp_path):
     import os
     import subprocess
-    from test_cli import cli_bin
+    from conftest import cli_bin
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKEIN_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     env["SKEIN_HISTORY"] = str(tmp_path / "history")

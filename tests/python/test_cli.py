@@ -26,19 +26,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port, oracle, query, rows
+from conftest import cli_bin, free_port, oracle, query, rows
 
 RUN_DEADLINE_S = 300
 PROMPT = "skein> "
-
-
-def cli_bin() -> str:
-    path = os.environ.get("SKEIN_CLI_BIN")
-    if not path:
-        target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/skein/target"))
-        path = str(Path(target) / "release" / "skein")
-    assert Path(path).exists(), f"skein binary not found at {path}; run scripts/test.sh"
-    return path
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_tls_serves_trusting_clients_and_refuses_others(pki, make_node, tmp_path
             adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value: ca.decode()},
             autocommit=True) as conn:
         assert query(conn, "SELECT 7 AS y").column("y")[0].as_py() == 7
-    from test_cli import cli_bin
+    from conftest import cli_bin
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKEIN_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     out = subprocess.run([cli_bin(), "--uri", tls_uri(n), "--tls-ca", str(pki / "ca.pem"), "sql",
