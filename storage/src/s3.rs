@@ -3,7 +3,8 @@
 //! Path-style addressing, credentials from the caller (the node reads `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY`). Every request has a deadline; transient failures (connection
 //! errors, timeouts, HTTP 5xx and 429) are retried with exponential backoff, anything else
-//! fails at once with the status and the service's message. Files are uploaded as a stream
+//! fails at once with the status and the service's message (a missing object is
+//! [`Error::NotFound`]). Files are uploaded as a stream
 //! (multipart above 8 MiB, as `rust-s3` does) and downloaded as a stream into a file.
 
 use std::path::Path;
@@ -205,14 +206,11 @@ impl S3Store {
             Ok(_) => Ok(()),
             Err(S3Error::HttpFailWithBody(404, body)) if body.contains("NoSuchBucket") => {
                 let region = self.bucket.region.clone();
-                let credentials = Credentials::new(
-                    Some(&self.config.access_key),
-                    Some(&self.config.secret_key),
-                    None,
-                    None,
-                    None,
-                )
-                .map_err(|e| context(e.to_string()))?;
+                let credentials = self
+                    .bucket
+                    .credentials()
+                    .await
+                    .map_err(|e| context(describe(&e)))?;
                 Bucket::create_with_path_style(
                     &self.config.bucket,
                     region,
@@ -239,6 +237,11 @@ impl S3Store {
         for attempt in 1.. {
             match f().await {
                 Ok(v) => return Ok(v),
+                Err(S3Error::HttpFailWithBody(404, _)) => {
+                    return Err(Error::NotFound {
+                        key: key.to_string(),
+                    });
+                }
                 Err(e) => {
                     let retry = transient(&e) && attempt < attempts;
                     if !retry {
@@ -282,18 +285,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
-        match self
+        let data = self
             .retry("download", key, || self.bucket.get_object(key))
-            .await
-        {
-            Ok(data) => Ok(data.to_vec()),
-            Err(Error::ObjectStore { message, .. }) if message.contains("HTTP 404") => {
-                Err(Error::NotFound {
-                    key: key.to_string(),
-                })
-            }
-            Err(e) => Err(e),
-        }
+            .await?;
+        Ok(data.to_vec())
     }
 
     async fn get_to_file(&self, key: &str, dest: &Path) -> Result<u64> {
@@ -315,8 +310,7 @@ impl ObjectStore for S3Store {
             .retry("delete", key, || self.bucket.delete_object(key))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(Error::ObjectStore { message, .. }) if message.contains("HTTP 404") => Ok(()),
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
