@@ -1,7 +1,7 @@
 //! Preparing a query's reads: which tables it names, which of their files it needs after
 //! pruning, local copies of those files, and the temporary views that show exactly them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use duckdb::Connection;
@@ -75,7 +75,9 @@ impl Node {
             tracing::debug!(error = %e, "catalog refresh before a query failed");
         }
         let lower = sql.to_lowercase();
-        let system = self.system_tables(&lower);
+        // Once per query: the identifiers pick system tables and, below, the tables read.
+        let words = prune::identifiers(sql);
+        let system = self.system_tables(&lower, words.as_ref());
         let runtimes = self.list_tables();
         let named: Vec<_> = runtimes
             .into_iter()
@@ -100,7 +102,7 @@ impl Node {
             prune::analyse(sql, &metas)
         };
         let filters = analysis.filters;
-        if let (Some(referenced), Some(words)) = (&analysis.referenced, prune::identifiers(sql)) {
+        if let (Some(referenced), Some(words)) = (&analysis.referenced, &words) {
             // The statement parsed: the tables it names as relations (or in strings), and, to
             // be safe with syntax the parser reads differently, any named as an identifier.
             // A name matched only as part of another word is not read.
@@ -147,12 +149,11 @@ impl Node {
     }
 
     /// The system tables `sql` (lower-cased) names, filled from the node's state now.
-    fn system_tables(&self, lower: &str) -> ReadSet {
-        let words = prune::identifiers(lower);
+    fn system_tables(&self, lower: &str, words: Option<&HashSet<String>>) -> ReadSet {
         let wanted: Vec<&'static str> = crate::system::NAMES
             .iter()
             .copied()
-            .filter(|n| match &words {
+            .filter(|n| match words {
                 Some(w) => w.contains(*n),
                 None => lower.contains(n),
             })

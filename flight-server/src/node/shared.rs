@@ -62,6 +62,11 @@ impl NodeClaim {
         }
     }
 
+    /// Gives the claim up (at a clean stop).
+    pub(super) async fn release(&self) -> Result<()> {
+        Ok(self.redis.release_node(&self.node_id, &self.token).await?)
+    }
+
     /// Renews the claim; false if another process took it.
     pub(super) async fn renew(&self) -> Result<bool> {
         Ok(self
@@ -271,26 +276,26 @@ impl Node {
         dry_run: bool,
     ) -> Result<RestorePlan> {
         let cluster = &self.config.storage.cluster_name;
-        let (info, state) = backup::load(self.store.as_ref(), cluster, key).await?;
-        let plan = backup::plan(self.store.as_ref(), info, &state).await?;
+        let (plan, state) = planned_restore(self.store.as_ref(), cluster, key).await?;
         if dry_run {
             return Ok(plan);
         }
-        if !plan.missing_objects.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot {} lists {} file(s) missing from {}, e.g. {}; not restored",
-                plan.snapshot.key,
-                plan.missing_objects.len(),
-                self.store.describe(),
-                plan.missing_objects[0]
-            )));
-        }
+        refuse_missing(&plan, self.store.as_ref())?;
         let _sync = self.sync.lock().await;
         let restored = self.catalog.restore(&state).await?;
         *self.lost_snapshot_saved.lock() = None;
         info!(snapshot = %plan.snapshot.key, version = restored.version, epoch = restored.epoch, tables = plan.tables, files = plan.files, "catalog restored");
         self.apply_catalog().await?;
         Ok(plan)
+    }
+
+    /// Gives up this process's claim on its node id, after the last flush of a clean stop.
+    pub async fn release_claim(&self) {
+        if let Some(claim) = &self.claim
+            && let Err(e) = claim.release().await
+        {
+            warn!(error = %e, "giving up the claim on this node id failed; it expires by itself");
+        }
     }
 
     /// Watches the shared catalog (every second) and takes periodic snapshots, until shutdown.
@@ -381,17 +386,33 @@ pub(super) async fn restore_at_start(
         );
         return Ok(());
     }
+    let (plan, state) = planned_restore(store, cluster, key).await?;
+    refuse_missing(&plan, store)?;
+    let restored = catalog.restore(&state).await?;
+    info!(snapshot = %plan.snapshot.key, version = restored.version, tables = plan.tables, files = plan.files, "catalog restored at start");
+    Ok(())
+}
+
+/// Snapshot `key` of `cluster` and what restoring it would bring back.
+async fn planned_restore(
+    store: &dyn ObjectStore,
+    cluster: &str,
+    key: &str,
+) -> Result<(RestorePlan, skein_storage::CatalogState)> {
     let (info, state) = backup::load(store, cluster, key).await?;
     let plan = backup::plan(store, info, &state).await?;
-    if let Some(first) = plan.missing_objects.first() {
-        return Err(Error::InvalidArgument(format!(
+    Ok((plan, state))
+}
+
+/// A snapshot whose files are not all in the store is not restored.
+fn refuse_missing(plan: &RestorePlan, store: &dyn ObjectStore) -> Result<()> {
+    match plan.missing_objects.first() {
+        Some(first) => Err(Error::InvalidArgument(format!(
             "snapshot {} lists {} file(s) missing from {}, e.g. {first}; not restored",
             plan.snapshot.key,
             plan.missing_objects.len(),
             store.describe(),
-        )));
+        ))),
+        None => Ok(()),
     }
-    let restored = catalog.restore(&state).await?;
-    info!(snapshot = %plan.snapshot.key, version = restored.version, tables = plan.tables, files = plan.files, "catalog restored at start");
-    Ok(())
 }
