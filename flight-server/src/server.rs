@@ -97,6 +97,7 @@ impl Server {
         if let Err(e) = node.flush_all(None).await {
             warn!(error = %e, "flush at shutdown failed");
         }
+        node.release_claim().await;
         served.map_err(|e| Error::Internal(format!("Flight server failed: {e}")))
     }
 }

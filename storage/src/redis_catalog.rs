@@ -74,6 +74,14 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
+/// Gives a claim up if this process holds it. KEYS: the claim. ARGV: token.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
 /// The catalog of one cluster in Redis.
 pub struct RedisCatalog {
     pool: Pool,
@@ -191,6 +199,18 @@ impl RedisCatalog {
             .arg(ttl.as_millis() as u64);
         let held: i64 = self.run(cmd).await?;
         Ok(held == 1)
+    }
+
+    /// Gives up the claim on `node_id` if `token` holds it (a clean stop: a restart need not
+    /// wait for it to expire).
+    pub async fn release_node(&self, node_id: &str, token: &str) -> Result<()> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE)
+            .arg(1)
+            .arg(format!("{}:node:{node_id}", self.prefix()))
+            .arg(token);
+        let _: i64 = self.run(cmd).await?;
+        Ok(())
     }
 
     fn prefix(&self) -> &str {

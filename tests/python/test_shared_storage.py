@@ -296,3 +296,34 @@ def test_nodes_flushing_the_same_table_at_once_lose_nothing(
     with reader.connect() as conn:
         for sql in QUERIES[:2]:
             assert_same_rows(query(conn, sql), oracle({"events": data}, sql))
+
+
+def test_a_node_restores_the_catalog_at_start_when_asked(
+        aws_env, seaweed, bucket, redis_server, make_node):
+    a = make_node(*storage_flags(seaweed, bucket, redis_server, "--node-id", "a"))
+    ingest(a, batch(0, 1000))
+    a.flush("events")
+    action(a, "skein.snapshot")
+    a.stop()
+    redis_server.restart()  # the catalog is gone and no node holds a copy
+    b = make_node(*storage_flags(seaweed, bucket, redis_server, "--node-id", "b",
+                                 "--restore-snapshot", "latest"))
+    with b.connect() as conn:
+        sql = QUERIES[0]
+        assert_same_rows(query(conn, sql), oracle({"events": batch(0, 1000)}, sql))
+    # The flag left in place does not restore again over a catalog in use.
+    ingest(b, batch(1000, 10))
+    b.flush("events")
+    b.stop()
+    b.start()
+    with b.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n FROM events").column("n")[0].as_py() == 1010
+
+
+def test_two_processes_cannot_share_a_node_id(aws_env, seaweed, bucket, redis_server, make_node,
+                                              tmp_path):
+    make_node(*storage_flags(seaweed, bucket, redis_server, "--node-id", "same"))
+    code, seconds, err = start_failing(
+        tmp_path, *storage_flags(seaweed, bucket, redis_server, "--node-id", "same"))
+    assert code != 0 and "in use by another running node" in err, err[-2000:]
+    assert seconds < 30
