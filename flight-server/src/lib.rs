@@ -18,6 +18,7 @@
 //! - [`metrics`], [`error`]; [`system`]: the system tables (tables, files, nodes, query log).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

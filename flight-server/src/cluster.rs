@@ -1,0 +1,4 @@
+//! Running queries across the cluster: the planner ([`plan`]) picks a shape, the executor
+//! sends fragments to peers and merges what comes back.
+
+pub mod plan;
