@@ -131,6 +131,22 @@ impl Client {
         self.query(sql).await?.try_collect().await
     }
 
+    /// Fetches the rows of one ticket from this node (how nodes read each other's fragments).
+    pub async fn fetch_ticket(
+        &self,
+        ticket: bytes::Bytes,
+    ) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+        let mut client = self.clone();
+        let stream = client
+            .sql
+            .do_get(Ticket { ticket })
+            .await
+            .map_err(|e| Error::from_flight("fetching results failed", e))?;
+        Ok(stream
+            .map_err(|e| Error::from_flight("fetching results failed", e))
+            .boxed())
+    }
+
     async fn fetch_endpoint(
         &self,
         endpoint: FlightEndpoint,

@@ -280,6 +280,16 @@ impl Authenticator {
         same.then(|| id.clone())
     }
 
+    /// An HMAC-SHA256 tag of `data` under the cluster secret (fragment tickets).
+    pub fn sign(&self, data: &[u8]) -> Vec<u8> {
+        ring::hmac::sign(&self.key, data).as_ref().to_vec()
+    }
+
+    /// Whether `tag` is [`Authenticator::sign`]'s tag of `data`.
+    pub fn verify_tag(&self, data: &[u8], tag: &[u8]) -> bool {
+        ring::hmac::verify(&self.key, data, tag).is_ok()
+    }
+
     /// A signed token for `id`.
     pub fn issue(&self, id: &Identity) -> String {
         let claims = Claims {

@@ -1,4 +1,5 @@
 //! Running queries across the cluster: the planner ([`plan`]) picks a shape, the executor
 //! sends fragments to peers and merges what comes back.
 
+pub mod exec;
 pub mod plan;

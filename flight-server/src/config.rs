@@ -146,6 +146,18 @@ pub struct Config {
     /// This node's id; it names the node's objects in storage, so keep it stable.
     #[arg(long, env = "SKEIN_NODE_ID", default_value = "node1")]
     pub node_id: String,
+    /// The address other nodes and clients reach this node's Flight endpoint at (`host:port`);
+    /// defaults to the listen address (which must then not be a wildcard like 0.0.0.0).
+    #[arg(long, env = "SKEIN_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// How long a node's membership lasts without a heartbeat (refreshed every third of it): a
+    /// node that dies drops out of every ring within this time.
+    #[arg(long, env = "SKEIN_HEARTBEAT_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_ttl: Duration,
+    /// Deadline for one node's part of a distributed query; past it, its files are read on
+    /// another node (its buffered rows cannot be, and the query then fails UNAVAILABLE).
+    #[arg(long, env = "SKEIN_PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
     /// Buffer flush thresholds (node defaults).
     #[command(flatten)]
     pub flush: FlushConfig,
@@ -208,6 +220,9 @@ impl Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             node_id: "test-node".to_string(),
+            advertise_addr: None,
+            heartbeat_ttl: Duration::from_secs(10),
+            peer_timeout: Duration::from_secs(30),
             flush: FlushConfig {
                 flush_rows: 1_000_000,
                 flush_bytes: 256 * 1024 * 1024,

@@ -67,6 +67,29 @@ pub enum Error {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// Cluster membership (Redis) failed or refused this node.
+    #[error("{0}")]
+    Membership(#[from] skein_ring::Error),
+    /// A node whose part of a query is needed cannot give it: the query fails rather than
+    /// answer without its rows.
+    #[error("node {node} is unavailable: {reason}")]
+    PeerUnavailable {
+        /// The node id.
+        node: String,
+        /// What happened, and what to do.
+        reason: String,
+    },
+    /// A peer refused its fragment of the query for a reason that holds on every node (the
+    /// caller's mistake); its code is passed on.
+    #[error("node {node}: {message}")]
+    Remote {
+        /// The node id.
+        node: String,
+        /// The gRPC code the peer answered with.
+        code: Code,
+        /// Its message.
+        message: String,
+    },
     /// A fault inside the node.
     #[error("internal error: {0}")]
     Internal(String),
@@ -124,7 +147,15 @@ impl From<Error> for Status {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Engine(m) => engine_code(m),
             Error::Arrow(_) => Code::InvalidArgument,
-            Error::ShuttingDown | Error::WritesStopped(_) => Code::Unavailable,
+            Error::ShuttingDown | Error::WritesStopped(_) | Error::PeerUnavailable { .. } => {
+                Code::Unavailable
+            }
+            Error::Remote { code, .. } => *code,
+            Error::Membership(skein_ring::Error::Redis { .. }) => Code::Unavailable,
+            Error::Membership(
+                skein_ring::Error::InvalidArgument { .. } | skein_ring::Error::DuplicateNode { .. },
+            ) => Code::InvalidArgument,
+            Error::Membership(skein_ring::Error::Corrupt { .. }) => Code::Internal,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Wal(skein_wal::Error::Poisoned(_) | skein_wal::Error::Closed) => {
                 Code::Unavailable

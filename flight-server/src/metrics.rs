@@ -61,6 +61,14 @@ pub struct Metrics {
     pub cache_downloaded_bytes: IntGauge,
     pub cache_evictions: IntGauge,
     pub cache_bytes: IntGauge,
+    /// Queries by plan shape across the cluster.
+    pub query_shapes: IntCounterVec,
+    /// Fragments this node ran on peers (as coordinator), by peer.
+    pub fragments: IntCounterVec,
+    /// Rows peers sent this node, by peer.
+    pub peer_rows: IntCounterVec,
+    /// Arrow bytes peers sent this node, by peer.
+    pub peer_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +103,12 @@ impl Metrics {
                 .unwrap_or_else(|_| unreachable_metric());
             let _ = registry.register(Box::new(h.clone()));
             h
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+                .unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(c.clone()));
+            c
         };
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(query_seconds.clone()));
@@ -155,6 +169,22 @@ impl Metrics {
             ),
             cache_evictions: gauge("cache_evictions_total", "Cache entries evicted"),
             cache_bytes: gauge("cache_bytes", "Bytes held in the local cache"),
+            query_shapes: counter_vec(
+                "query_shapes_total",
+                "Queries by how they ran across the cluster",
+                "shape",
+            ),
+            fragments: counter_vec(
+                "peer_fragments_total",
+                "Query fragments run on peers by this node as coordinator",
+                "peer",
+            ),
+            peer_rows: counter_vec("peer_rows_total", "Rows peers sent this node", "peer"),
+            peer_bytes: counter_vec(
+                "peer_bytes_total",
+                "Arrow bytes peers sent this node",
+                "peer",
+            ),
             registry,
         }
     }

@@ -23,11 +23,13 @@ use crate::prepared::PreparedStatements;
 use crate::queries::{Queries, SchemaCache};
 use crate::table::{FlushGeneration, TableRuntime};
 
+mod cluster;
 mod ingest;
 mod reads;
 mod shared;
+pub use cluster::{AppendMark, Peers, fragment_values};
 use ingest::{InFlight, open_wal};
-pub use reads::ReadSet;
+pub use reads::{ReadSet, Selected};
 
 /// How long replaced or dropped objects stay readable, so that running queries never miss one.
 const DELETE_GRACE: Duration = Duration::from_secs(120);
@@ -99,6 +101,12 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Scratch directory for files being written.
     tmp_dir: PathBuf,
+    /// Cluster membership, set once the listener is bound.
+    membership: std::sync::OnceLock<Arc<skein_ring::Membership>>,
+    /// Connections to peers.
+    peers: Peers,
+    /// DuckDB's aggregate function names, for the planner.
+    aggregates: std::sync::OnceLock<Arc<std::collections::HashSet<String>>>,
     /// The embedded DuckDB; declared last so that it drops after the tables' connections.
     pub engine: Engine,
 }
@@ -239,6 +247,9 @@ impl Node {
             needs_replay: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tmp_dir,
+            membership: std::sync::OnceLock::new(),
+            peers: Peers::default(),
+            aggregates: std::sync::OnceLock::new(),
             engine,
         });
         Ok(node)
@@ -656,6 +667,8 @@ impl Node {
             columns,
             stats,
             created_at_ms: now_ms(),
+            node: Some(self.config.node_id.clone()),
+            max_seq,
         };
         let id = rt.id;
         let node_id = self.config.node_id.clone();

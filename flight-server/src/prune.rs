@@ -640,6 +640,8 @@ mod tests {
                 max: Some(max),
             }],
             created_at_ms: 0,
+            node: None,
+            max_seq: None,
         }
     }
 

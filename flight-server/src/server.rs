@@ -37,6 +37,10 @@ impl Server {
         let flight = bind(config.listen).await?;
         let http = bind(config.http_listen).await?;
         let node = Node::open(config).await?;
+        let listen = flight
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        node.join_cluster(listen).await?;
         Ok(Self { node, flight, http })
     }
 
@@ -76,7 +80,13 @@ impl Server {
                 Ok(c)
             })
         });
-        let shutdown = node.shutdown.clone();
+        // On shutdown the node goes on serving until its buffers are flushed and it has left
+        // the cluster, so that no query needs it any more when it stops answering.
+        let leaving = Arc::clone(&node);
+        let shutdown = async move {
+            leaving.shutdown.cancelled().await;
+            leaving.leave_cluster().await;
+        };
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls_config(&node.config)? {
             builder = builder
@@ -86,7 +96,7 @@ impl Server {
         let served = builder
             .layer(crate::auth::AuthLayer::new(node.auth.clone()))
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         node.shutdown.cancel();
         let _ = flusher.await;
@@ -96,6 +106,15 @@ impl Server {
         info!("flushing buffers before exit");
         if let Err(e) = node.flush_all(None).await {
             warn!(error = %e, "flush at shutdown failed");
+        }
+        if let Some(m) = node.membership() {
+            // The final flush emptied the buffers: the marks go too.
+            if let Err(e) = m.leave().await {
+                warn!(error = %e, "leaving the cluster failed");
+            }
+            if let Err(e) = m.publish_unflushed().await {
+                warn!(error = %e, "clearing this node's unflushed marks failed");
+            }
         }
         node.release_claim().await;
         served.map_err(|e| Error::Internal(format!("Flight server failed: {e}")))

@@ -324,6 +324,10 @@ impl FlightSqlService for SkeinService {
         _request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
+        if message.type_url == skein_proto::FRAGMENT_TYPE_URL {
+            let r = query::do_get_fragment(&self.node, &message.value).await;
+            return answer(&self.node, "DoGet.Fragment", r).map(Response::new);
+        }
         let r = Err(crate::error::Error::InvalidArgument(format!(
             "unknown ticket type {:?}: tickets come from this node's FlightInfo",
             message.type_url

@@ -26,12 +26,14 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "skein_nodes",
-        "node_id VARCHAR, address VARCHAR, version VARCHAR, state VARCHAR",
+        "node_id VARCHAR, address VARCHAR, version VARCHAR, state VARCHAR, started_ms BIGINT, \
+         is_self BOOLEAN, unflushed_tables BIGINT",
     ),
     (
         "skein_query_log",
         "started_at TIMESTAMP, user_name VARCHAR, query VARCHAR, duration_ms DOUBLE, \
-         rows BIGINT, status VARCHAR",
+         rows BIGINT, status VARCHAR, query_id VARCHAR, shape VARCHAR, fragments INTEGER, \
+         shipped_rows BIGINT, shipped_bytes BIGINT, peers VARCHAR",
     ),
 ];
 
@@ -55,7 +57,7 @@ fn columns_of(name: &str) -> &'static str {
 pub fn permanent_statements() -> Vec<String> {
     TABLES
         .iter()
-        .map(|(n, c)| format!("CREATE TABLE IF NOT EXISTS main.{n} ({c})"))
+        .map(|(n, c)| format!("CREATE OR REPLACE TABLE main.{n} ({c})"))
         .collect()
 }
 
@@ -77,6 +79,47 @@ pub struct LoggedQuery {
     pub rows: u64,
     /// `ok`, or the gRPC code it failed with.
     pub status: String,
+    /// Its id.
+    pub query_id: String,
+    /// How it ran across the cluster.
+    pub distribution: Distribution,
+}
+
+/// How a query ran across the cluster: its plan shape and what its fragments shipped.
+#[derive(Debug, Clone, Default)]
+pub struct Distribution {
+    /// `local`, `scatter`, `partial` or `gather`.
+    pub shape: &'static str,
+    /// Fragments run, on this node and its peers.
+    pub fragments: u32,
+    /// Per node id: files it read, rows and Arrow bytes it sent this node, whether its part
+    /// was retried elsewhere.
+    pub peers: std::collections::BTreeMap<String, PeerShare>,
+}
+
+/// One node's share of a distributed query.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PeerShare {
+    /// Files assigned to it.
+    pub files: usize,
+    /// Rows it sent the coordinator.
+    pub rows: u64,
+    /// Arrow bytes it sent the coordinator.
+    pub bytes: u64,
+    /// Whether its files were read on another node after it failed.
+    pub retried: bool,
+}
+
+impl Distribution {
+    /// Rows the coordinator received from other nodes.
+    pub fn shipped_rows(&self) -> u64 {
+        self.peers.values().map(|p| p.rows).sum()
+    }
+
+    /// Arrow bytes the coordinator received from other nodes.
+    pub fn shipped_bytes(&self) -> u64 {
+        self.peers.values().map(|p| p.bytes).sum()
+    }
 }
 
 /// The recent queries of this node.
@@ -171,8 +214,14 @@ pub struct NodeRow {
     pub address: String,
     /// Version.
     pub version: String,
-    /// State.
+    /// State: `up` (in the ring) or `gone` (out of it, with unflushed rows).
     pub state: String,
+    /// Process start, ms since the epoch (0 if unknown).
+    pub started_ms: i64,
+    /// Whether it is the node answering.
+    pub is_self: bool,
+    /// Tables it holds unflushed rows of.
+    pub unflushed_tables: u64,
 }
 
 /// The statements that create the system tables `wanted` on a connection.
@@ -223,11 +272,14 @@ pub fn statements(
             .into_iter()
             .map(|n| {
                 format!(
-                    "({}, {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, {})",
                     text(&n.node_id),
                     text(&n.address),
                     text(&n.version),
-                    text(&n.state)
+                    text(&n.state),
+                    n.started_ms,
+                    n.is_self,
+                    n.unflushed_tables
                 )
             })
             .collect();
@@ -238,14 +290,22 @@ pub fn statements(
             .snapshot()
             .into_iter()
             .map(|q| {
+                let d = &q.distribution;
+                let peers = serde_json::to_string(&d.peers).unwrap_or_default();
                 format!(
-                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {})",
+                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     q.started_ms,
                     opt_text(q.user.as_deref()),
                     text(&q.sql),
                     q.duration.as_secs_f64() * 1000.0,
                     q.rows,
-                    text(&q.status)
+                    text(&q.status),
+                    text(&q.query_id),
+                    text(if d.shape.is_empty() { "local" } else { d.shape }),
+                    d.fragments,
+                    d.shipped_rows(),
+                    d.shipped_bytes(),
+                    text(&peers)
                 )
             })
             .collect();

@@ -46,6 +46,10 @@ pub struct TableRuntime {
     buffer: Mutex<Buffer>,
     /// Idle connections for appends, so that concurrent writers append in parallel.
     append_connections: Mutex<Vec<Connection>>,
+    /// The highest WAL sequence number appended (0: none).
+    pub last_seq: std::sync::atomic::AtomicU64,
+    /// Appends between their membership mark and their buffer append.
+    pub appending: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TableRuntime {
@@ -144,6 +148,8 @@ pub struct ReadView {
     pub meta: TableMeta,
     /// Buffer generations to read.
     pub generations: Vec<u64>,
+    /// The highest WAL sequence number in each of `generations` (none if empty).
+    pub generation_seqs: Vec<Option<u64>>,
     _readers: Vec<Arc<()>>,
 }
 
@@ -190,21 +196,39 @@ fn view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
     format!(
         "CREATE OR REPLACE VIEW main.{} AS {}",
         inner_view(meta.id),
-        view_body(meta, paths, generations)
+        view_body(meta, paths, generations, true)
     )
 }
 
-/// A query's temporary inner view over `meta`'s files (at `paths`) and `generations`.
-pub fn temp_view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
+/// A query's temporary inner view over `meta`'s files (at `paths`), `generations`, and
+/// `extra` relations with the table's columns (rows shipped from other nodes).
+pub fn temp_view_sql(
+    meta: &TableMeta,
+    paths: &[String],
+    generations: &[u64],
+    extra: &[String],
+) -> String {
+    let mut body = view_body(meta, paths, generations, extra.is_empty());
+    if !extra.is_empty() {
+        let cols = column_list(&meta.columns);
+        let parts: Vec<String> = extra
+            .iter()
+            .map(|r| format!("SELECT {cols} FROM {r}"))
+            .collect();
+        if !body.is_empty() {
+            body.push_str(" UNION ALL ");
+        }
+        body.push_str(&parts.join(" UNION ALL "));
+    }
     format!(
-        "CREATE OR REPLACE TEMP VIEW {} AS {}",
-        inner_view(meta.id),
-        view_body(meta, paths, generations)
+        "CREATE OR REPLACE TEMP VIEW {} AS {body}",
+        inner_view(meta.id)
     )
 }
 
-/// The union of a table's files (at `paths`, one per file) and buffer generations.
-fn view_body(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
+/// The union of a table's files (at `paths`, one per file) and buffer generations; with
+/// `placeholder`, an empty relation with the right columns when there is neither.
+fn view_body(meta: &TableMeta, paths: &[String], generations: &[u64], placeholder: bool) -> String {
     let mut parts = Vec::new();
     // Files written before a column was added lack it: group files by the columns they hold.
     let mut groups: Vec<(Vec<String>, Vec<&str>)> = Vec::new();
@@ -240,7 +264,7 @@ fn view_body(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String 
     for g in generations {
         parts.push(format!("SELECT {cols} FROM {}", buffer_table(meta.id, *g)));
     }
-    if parts.is_empty() {
+    if parts.is_empty() && placeholder {
         // A dropped table's view: no rows, the right columns.
         let select = meta
             .columns
@@ -315,6 +339,8 @@ impl TableRuntime {
                 dropped: false,
             }),
             append_connections: Mutex::new(Vec::new()),
+            last_seq: std::sync::atomic::AtomicU64::new(0),
+            appending: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -362,6 +388,8 @@ impl TableRuntime {
                 self.name
             )));
         }
+        self.last_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
         let g = &mut buf.active;
         g.rows += batch.num_rows() as u64;
         g.bytes += batch.get_array_memory_size() as u64;
@@ -466,6 +494,7 @@ impl TableRuntime {
         }
         let listed: HashSet<&str> = buf.meta.files.iter().map(|f| f.key.as_str()).collect();
         let mut generations = Vec::new();
+        let mut generation_seqs = Vec::new();
         let mut readers = Vec::new();
         let mut unlisted_keys = HashSet::new();
         for g in buf.generations() {
@@ -476,6 +505,7 @@ impl TableRuntime {
                         unlisted_keys.insert(key.clone());
                     }
                     generations.push(g.id);
+                    generation_seqs.push(g.seqs.map(|(_, hi)| hi));
                     readers.push(Arc::clone(&g.readers));
                 }
             }
@@ -485,6 +515,7 @@ impl TableRuntime {
         Ok(ReadView {
             meta,
             generations,
+            generation_seqs,
             _readers: readers,
         })
     }

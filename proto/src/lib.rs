@@ -48,6 +48,9 @@ pub struct Fragment {
     /// HMAC-SHA256 over the fragment with this field empty, under the cluster secret (if any).
     #[prost(bytes = "bytes", tag = "10")]
     pub signature: Bytes,
+    /// How many fragments the query has in all (for logs).
+    #[prost(uint32, tag = "11")]
+    pub fragments: u32,
 }
 
 /// One table as a fragment reads it.
@@ -120,6 +123,7 @@ mod tests {
             ("catalog_version".into(), f(&|m| m.catalog_version = 1)),
             ("parameters".into(), f(&|m| m.parameters = Bytes::from_static(b"p"))),
             ("signature".into(), f(&|m| m.signature = Bytes::from_static(b"s"))),
+            ("fragments".into(), f(&|m| m.fragments = 1)),
         ];
         assert_eq!(got, schema_fields("Fragment"));
         let s = |set: &dyn Fn(&mut TableSlice)| {

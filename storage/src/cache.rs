@@ -260,6 +260,8 @@ mod tests {
             columns: vec![],
             stats: vec![],
             created_at_ms,
+            node: None,
+            max_seq: None,
         }
     }
 

@@ -43,6 +43,13 @@ pub struct FileMeta {
     pub stats: Vec<ColumnStats>,
     /// When the file was committed, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The node whose buffer the file was flushed from (none for files merged from several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The highest WAL sequence number of that node's rows in the file: with `node`, it tells
+    /// a node which of its files a coordinator holding an older catalog does not know yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seq: Option<u64>,
 }
 
 /// A table: its identity, columns, and files.

@@ -93,6 +93,8 @@ fn file(key: String) -> FileMeta {
         columns: vec!["a".into()],
         stats: vec![],
         created_at_ms: 0,
+        node: None,
+        max_seq: None,
     }
 }
 

@@ -53,9 +53,12 @@ def cli_bin() -> str:
 class Node:
     """One skein-server process."""
 
-    def __init__(self, data_dir: Path, *extra: str):
+    def __init__(self, data_dir: Path, *extra: str, listen: str = "127.0.0.1:0",
+                 http_listen: str = "127.0.0.1:0"):
         self.data_dir = Path(data_dir)
         self.extra = list(extra)
+        self.listen = listen  # fixed ports for nodes that advertise their address to peers
+        self.http_listen = http_listen
         self.proc = None
         self.lines: list[str] = []
         self.flight_addr = None
@@ -64,8 +67,8 @@ class Node:
     def start(self) -> "Node":
         args = [
             server_bin(),
-            "--listen", "127.0.0.1:0",
-            "--http-listen", "127.0.0.1:0",
+            "--listen", self.listen,
+            "--http-listen", self.http_listen,
             "--data-dir", str(self.data_dir),
             "--log-format", "json",
             "--query-threads", "2",
@@ -138,6 +141,10 @@ class Node:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (a cluster of real processes)")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_system_tables_describe_the_node(node):
         assert files[0]["rows"] == 3 and files[0]["bytes"] == on_disk[0].stat().st_size
         assert on_disk[0].as_posix().endswith(files[0]["object_key"])
         assert query(conn, "SELECT node_id, state FROM skein_nodes").to_pylist() == [
-            {"node_id": "node1", "state": "serving"}]
+            {"node_id": "node1", "state": "up"}]
 
         assert query(conn, "SELECT sum(a) AS s FROM t").column("s")[0].as_py() == 15
         log = query(conn, "SELECT query, rows, status, duration_ms FROM skein_query_log "

@@ -100,12 +100,60 @@ pub fn plan(sql: &str, ctx: PlanContext<'_>) -> Shape {
     single_table(&query, ctx).unwrap_or(Shape::Gather)
 }
 
-/// Whether `sql` names a user table anywhere as a word.
-fn mentions_table(sql: &str, ctx: PlanContext<'_>) -> bool {
-    match crate::prune::identifiers(sql) {
-        Some(words) => ctx.tables.keys().any(|t| words.contains(t)),
-        None => true,
+/// For a gathered statement over one table: the `SELECT * FROM <table> WHERE …` that ships only
+/// the rows its `WHERE` keeps (applied before windows, ordering and limits, so filtering first
+/// changes nothing). `None` when the statement is not that simple.
+pub fn gather_filter(sql: &str, ctx: PlanContext<'_>) -> Option<(String, String)> {
+    if ctx.has_parameters {
+        return None;
     }
+    let mut statements = Parser::parse_sql(&DuckDbDialect {}, sql).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let Statement::Query(query) = statements.remove(0) else {
+        return None;
+    };
+    if query.with.is_some() || !query.pipe_operators.is_empty() {
+        return None;
+    }
+    let SetExpr::Select(s) = query.body.as_ref() else {
+        return None;
+    };
+    if s.from.len() != 1 || !s.from[0].joins.is_empty() || s.flavor != SelectFlavor::Standard {
+        return None;
+    }
+    let table = table_name(&s.from[0].relation, ctx)?;
+    let selection = s.selection.as_ref()?;
+    let blocked = visit_expressions(selection, |e| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            ControlFlow::Break(())
+        }
+        Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    if blocked || contains_aggregate(selection, ctx) {
+        return None;
+    }
+    Some((table, format!("SELECT * FROM {} WHERE {selection}", s.from[0])))
+}
+
+/// Whether `sql` names a user table anywhere, as a word or a string.
+fn mentions_table(sql: &str, ctx: PlanContext<'_>) -> bool {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&DuckDbDialect {}, sql).tokenize() else {
+        return true;
+    };
+    // Words, and strings too: `query_table('t')` reads table t.
+    tokens.iter().any(|t| {
+        let text = match t {
+            Token::Word(w) => &w.value,
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            _ => return false,
+        };
+        ctx.tables.contains_key(&text.to_lowercase())
+    })
 }
 
 /// The name a `FROM` item reads, if it is a plain reference to a user table.

@@ -153,11 +153,15 @@ impl Node {
             fitted = conform(&rt.name, batch, &rt.schema(), &|c| rt.is_not_null(c))?;
         }
         let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
+        // The cluster learns that this node holds unflushed rows of the table before they
+        // exist, so a query never answers without them unnoticed.
+        let mark = self.mark_unflushed(rt).await?;
         // Once its record may reach the WAL, an append runs to its end even if the client goes
         // away: its gate and in-flight floor must not be released half way.
         let (node, target) = (Arc::clone(self), Arc::clone(rt));
         let seq = tokio::spawn(async move {
             let _gate = gate;
+            let _mark = mark;
             let token = node.in_flight.register(node.wal.last_seq());
             let appended = node.append_logged(&target, fitted, payload).await;
             node.in_flight.finish(token);

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use duckdb::Connection;
 use futures::{StreamExt, TryStreamExt};
+use skein_proto::Fragment;
 use skein_storage::{CachedFile, FileMeta, TableMeta};
 
 use super::Node;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prune;
 use crate::table::{ReadView, inner_view, temp_view_sql};
 
@@ -26,6 +27,8 @@ pub struct ReadSet {
     system_sql: Vec<String>,
     _files: Vec<CachedFile>,
     _views: Vec<ReadView>,
+    /// Tables of rows shipped from other nodes, dropped when the query ends.
+    scratch: Vec<String>,
     /// Files read, and files skipped by pruning.
     pub files_read: usize,
     pub files_pruned: usize,
@@ -54,12 +57,46 @@ impl ReadSet {
                 inner_view(*id)
             ))?;
         }
+        for table in &self.scratch {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+        }
         Ok(())
     }
 
     /// Whether there is anything to install.
     pub fn is_empty(&self) -> bool {
-        self.views.is_empty() && self.system.is_empty()
+        self.views.is_empty() && self.system.is_empty() && self.scratch.is_empty()
+    }
+
+    /// Drops `table` (in the internal schema) with the rest when the query ends.
+    pub fn add_scratch(&mut self, table: String) {
+        self.scratch.push(table);
+    }
+}
+
+/// The tables a query reads: consistent read views, and the filters on them.
+#[derive(Debug)]
+pub struct Selected {
+    /// One read view per table read.
+    pub views: Vec<ReadView>,
+    filters: HashMap<String, prune::Filter>,
+    system: ReadSet,
+}
+
+impl Selected {
+    /// The files of `view` the query's filters keep.
+    pub fn kept_files(&self, view: &ReadView) -> Vec<FileMeta> {
+        let filter = self
+            .filters
+            .get(&view.meta.name.to_lowercase())
+            .cloned()
+            .unwrap_or_else(prune::Filter::all);
+        view.meta
+            .files
+            .iter()
+            .filter(|f| filter.keep(f))
+            .cloned()
+            .collect()
     }
 }
 
@@ -68,6 +105,13 @@ impl Node {
     /// statement may name, a consistent read view, pruned by the statement's filters, with
     /// every file it keeps available locally.
     pub async fn prepare_reads(self: &Arc<Self>, sql: &str) -> Result<ReadSet> {
+        let selected = self.select_reads(sql).await?;
+        self.build_reads(selected, &HashMap::new()).await
+    }
+
+    /// Takes in other nodes' catalog changes, then picks the tables `sql` may name (with a read
+    /// view of each) and the filters on them.
+    pub async fn select_reads(self: &Arc<Self>, sql: &str) -> Result<Selected> {
         if self.catalog.is_shared()
             && let Err(e) = self.refresh_catalog_if_idle().await
         {
@@ -84,7 +128,11 @@ impl Node {
             .filter(|(meta, _)| lower.contains(&meta.name.to_lowercase()))
             .collect();
         if named.is_empty() {
-            return Ok(system);
+            return Ok(Selected {
+                views: Vec::new(),
+                filters: HashMap::new(),
+                system,
+            });
         }
         let mut views = Vec::new();
         for (_, rt) in &named {
@@ -111,20 +159,25 @@ impl Node {
                 referenced.contains(&name) || words.contains(&name)
             });
         }
-        let mut set = system;
+        Ok(Selected {
+            views,
+            filters,
+            system,
+        })
+    }
+
+    /// The read set of `selected`: every kept file available locally, and per table a
+    /// temporary view over them, the buffer generations, and the relations in `extra` (rows
+    /// other nodes shipped, by table id).
+    pub async fn build_reads(
+        self: &Arc<Self>,
+        selected: Selected,
+        extra: &HashMap<u64, String>,
+    ) -> Result<ReadSet> {
+        let mut set = ReadSet::default();
         let mut kept: Vec<(usize, Vec<FileMeta>)> = Vec::new();
-        for (i, view) in views.iter().enumerate() {
-            let filter = filters
-                .get(&view.meta.name.to_lowercase())
-                .cloned()
-                .unwrap_or_else(prune::Filter::all);
-            let files: Vec<FileMeta> = view
-                .meta
-                .files
-                .iter()
-                .filter(|f| filter.keep(f))
-                .cloned()
-                .collect();
+        for (i, view) in selected.views.iter().enumerate() {
+            let files = selected.kept_files(view);
             set.files_pruned += view.meta.files.len() - files.len();
             set.files_read += files.len();
             kept.push((i, files));
@@ -138,13 +191,101 @@ impl Node {
             set._files.extend(cached);
         }
         for ((i, files), paths) in kept.into_iter().zip(paths_of) {
-            let view = &views[i];
+            let view = &selected.views[i];
+            let mut meta = view.meta.clone();
+            meta.files = files;
+            let extra: Vec<String> = extra.get(&meta.id).cloned().into_iter().collect();
+            set.views.push((
+                meta.id,
+                temp_view_sql(&meta, &paths, &view.generations, &extra),
+            ));
+        }
+        let Selected { views, system, .. } = selected;
+        set.system = system.system;
+        set.system_sql = system.system_sql;
+        set._views = views;
+        Ok(set)
+    }
+
+    /// The read set of a fragment another node (or this one, coordinating) planned: per table
+    /// slice, the files it lists and, if asked, this node's own rows the coordinator's file
+    /// list does not hold: buffer generations past the flushed position it knew, and files of
+    /// this node committed after it.
+    pub async fn fragment_reads(self: &Arc<Self>, fragment: &Fragment) -> Result<ReadSet> {
+        let planned = (fragment.catalog_epoch, fragment.catalog_version);
+        if self.catalog.is_shared() {
+            let known = self.catalog.snapshot();
+            if planned > (known.epoch, known.version)
+                || fragment
+                    .tables
+                    .iter()
+                    .any(|t| known.table_by_id(t.table_id).is_none())
+            {
+                self.refresh_catalog().await?;
+            }
+        }
+        let me = self.config.node_id.as_str();
+        let mut set = ReadSet::default();
+        let mut pending: Vec<(ReadView, Vec<FileMeta>, Vec<u64>)> = Vec::new();
+        for slice in &fragment.tables {
+            let rt = self.table_by_id(slice.table_id).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "fragment of query {} names table id {} that node {me} does not know",
+                    fragment.query_id, slice.table_id
+                ))
+            })?;
+            let view = rt.read_view()?;
+            let known = self.catalog.snapshot();
+            let newest = known.table_by_id(slice.table_id);
+            let mut files = Vec::with_capacity(slice.files.len());
+            for key in &slice.files {
+                let found = newest
+                    .and_then(|m| m.files.iter().find(|f| &f.key == key))
+                    .or_else(|| view.meta.files.iter().find(|f| &f.key == key));
+                match found {
+                    Some(f) => files.push(f.clone()),
+                    None => {
+                        return Err(Error::InvalidArgument(format!(
+                            "fragment of query {} lists file {key} of table {:?}, which is not \
+                             in node {me}'s catalog",
+                            fragment.query_id, rt.name
+                        )));
+                    }
+                }
+            }
+            let mut generations = Vec::new();
+            if slice.own_rows {
+                let newer = |seq: Option<u64>| match (slice.flushed, seq) {
+                    (None, _) => true,
+                    (Some(_), None) => true,
+                    (Some(flushed), Some(s)) => s > flushed,
+                };
+                for (g, seq) in view.generations.iter().zip(&view.generation_seqs) {
+                    if newer(*seq) {
+                        generations.push(*g);
+                    }
+                }
+                for f in &view.meta.files {
+                    if f.node.as_deref() == Some(me)
+                        && slice.flushed.is_none_or(|s| f.max_seq.is_some_and(|m| m > s))
+                        && !slice.files.contains(&f.key)
+                    {
+                        files.push(f.clone());
+                    }
+                }
+            }
+            pending.push((view, files, generations));
+        }
+        for (view, files, generations) in pending {
+            set.files_read += files.len();
+            let (paths, cached) = self.local_copies(&files).await?;
+            set._files.extend(cached);
             let mut meta = view.meta.clone();
             meta.files = files;
             set.views
-                .push((meta.id, temp_view_sql(&meta, &paths, &view.generations)));
+                .push((meta.id, temp_view_sql(&meta, &paths, &generations, &[])));
+            set._views.push(view);
         }
-        set._views = views;
         Ok(set)
     }
 
@@ -190,20 +331,65 @@ impl Node {
                 })
                 .collect()
         };
-        let nodes = || {
-            vec![crate::system::NodeRow {
-                node_id: self.config.node_id.clone(),
-                address: self.config.listen.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                state: "serving".to_string(),
-            }]
-        };
+        let nodes = || self.node_rows();
         let system_sql = crate::system::statements(&wanted, tables, files, nodes, &self.query_log);
         ReadSet {
             system: wanted,
             system_sql,
             ..ReadSet::default()
         }
+    }
+
+    /// The cluster's members, and nodes out of it that still hold unflushed rows.
+    fn node_rows(&self) -> Vec<crate::system::NodeRow> {
+        let ring = self.ring();
+        let marks = self
+            .membership()
+            .map(|m| m.unflushed())
+            .unwrap_or_default();
+        let me = &self.config.node_id;
+        let mut rows: Vec<crate::system::NodeRow> = ring
+            .members()
+            .iter()
+            .map(|m| crate::system::NodeRow {
+                node_id: m.node_id.clone(),
+                address: m.address.clone(),
+                version: m.version.clone(),
+                state: "up".to_string(),
+                started_ms: m.started_ms,
+                is_self: &m.node_id == me,
+                unflushed_tables: if &m.node_id == me {
+                    self.unflushed_tables().len() as u64
+                } else {
+                    marks.get(&m.node_id).map_or(0, |t| t.len() as u64)
+                },
+            })
+            .collect();
+        if rows.is_empty() {
+            rows.push(crate::system::NodeRow {
+                node_id: me.clone(),
+                address: self.config.listen.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                state: "up".to_string(),
+                started_ms: 0,
+                is_self: true,
+                unflushed_tables: self.unflushed_tables().len() as u64,
+            });
+        }
+        for (id, tables) in marks {
+            if !tables.is_empty() && ring.member(&id).is_none() {
+                rows.push(crate::system::NodeRow {
+                    node_id: id,
+                    address: String::new(),
+                    version: String::new(),
+                    state: "gone".to_string(),
+                    started_ms: 0,
+                    is_self: false,
+                    unflushed_tables: tables.len() as u64,
+                });
+            }
+        }
+        rows
     }
 
     /// Local paths of `files`, fetching them into the cache if the store is remote.

@@ -25,6 +25,8 @@ use crate::node::{Node, blocking};
 use crate::params;
 use crate::sql::{Plan, plan};
 use crate::ticket::StatementTicket;
+use crate::cluster::plan::Shape;
+use crate::system::Distribution;
 
 /// Batches DuckDB hands over are small (one vector, 2048 rows); they are merged up to this
 /// many rows before they go on the wire.
@@ -98,14 +100,96 @@ pub(crate) async fn statement_info(
             schema
         }
     };
+    let parameters = params::to_ipc(&parameters)?;
+    if !unparsed
+        && let Shape::Scatter { table } =
+            crate::cluster::exec::shape_of(node, sql, !parameters.is_empty())?
+    {
+        return scatter_info(node, &table, sql, &parameters, &schema, descriptor);
+    }
     let ticket = StatementTicket {
         query_id: query_id.clone(),
         sql: sql.to_string(),
-        parameters: params::to_ipc(&parameters)?,
+        parameters,
         update_count: None,
     };
     node.queries.issue(&query_id);
     info_for(&ticket, &schema, descriptor)
+}
+
+/// A scatter scan: one endpoint per member, each with its fragment; clients fetch them in
+/// parallel, straight from the nodes (this node's own endpoint has no location).
+fn scatter_info(
+    node: &Arc<Node>,
+    table: &str,
+    sql: &str,
+    parameters: &bytes::Bytes,
+    schema: &Schema,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo> {
+    let me = node.config.node_id.clone();
+    let scheme = if node.config.tls_cert.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    let mut info = FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_descriptor(descriptor)
+        .with_ordered(false);
+    for (member, fragment) in crate::cluster::exec::scatter_fragments(node, table, sql, parameters)? {
+        let mut endpoint = FlightEndpoint::new()
+            .with_ticket(Ticket::new(crate::cluster::exec::fragment_ticket(&fragment)));
+        if member.node_id != me {
+            endpoint = endpoint.with_location(format!("{scheme}://{}", member.address));
+        }
+        info = info.with_endpoint(endpoint);
+    }
+    node.metrics
+        .query_shapes
+        .with_label_values(&["scatter"])
+        .inc();
+    Ok(info)
+}
+
+/// `DoGet` of a fragment ticket: this node's part of a distributed query, planned by another
+/// node (or by this one, for a scatter scan's own endpoint).
+pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<FlightDataStream> {
+    let fragment = skein_proto::Fragment::decode(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("malformed fragment ticket: {e}")))?;
+    if let Some(auth) = &node.auth
+        && !auth.verify_tag(&fragment.signed_bytes(), &fragment.signature)
+    {
+        return Err(Error::Forbidden(
+            "the fragment ticket is not signed by this cluster".into(),
+        ));
+    }
+    // The same checks as a statement (sandbox, the caller's tables).
+    if !plan(&fragment.sql, node.engine.catalog_name())?.is_query() {
+        return Err(Error::InvalidArgument(
+            "a fragment ticket must hold a query".into(),
+        ));
+    }
+    let values = crate::node::fragment_values(&fragment)?;
+    let reads = node.fragment_reads(&fragment).await?;
+    // A scatter scan's own endpoint on the node that planned it stands for the whole query.
+    let own_scatter = fragment.coordinator == node.config.node_id
+        && fragment.node_id == node.config.node_id;
+    let distribution = Distribution {
+        shape: if own_scatter { "scatter" } else { "fragment" },
+        fragments: if own_scatter { fragment.fragments } else { 1 },
+        ..Distribution::default()
+    };
+    let query = Execution {
+        query_id: fragment.query_id.clone(),
+        sql: fragment.sql.clone(),
+        logged_sql: fragment.sql.clone(),
+        values,
+        reads,
+        expected: None,
+        distribution,
+    };
+    execute(node, query).await
 }
 
 /// `DoGet` of a statement ticket.
@@ -133,6 +217,20 @@ pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightData
     run(node, ticket.query_id, ticket.sql, values).await
 }
 
+/// A statement ready to run on this node.
+struct Execution {
+    query_id: String,
+    /// What DuckDB runs.
+    sql: String,
+    /// What the query log shows (the user's statement).
+    logged_sql: String,
+    values: Vec<Value>,
+    reads: crate::node::ReadSet,
+    /// Names and types to give the result, if `sql` is not the user's statement.
+    expected: Option<SchemaRef>,
+    distribution: Distribution,
+}
+
 /// Starts `sql` on a blocking thread; returns once DuckDB has produced the result schema (or an
 /// error), then streams the batches.
 pub(crate) async fn run(
@@ -141,6 +239,46 @@ pub(crate) async fn run(
     sql: String,
     values: Vec<Value>,
 ) -> Result<FlightDataStream> {
+    let prepared =
+        crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
+    let query = match prepared {
+        Some(p) => Execution {
+            query_id,
+            sql: p.sql,
+            logged_sql: sql,
+            values,
+            reads: p.reads,
+            expected: p.expected,
+            distribution: p.distribution,
+        },
+        None => Execution {
+            reads: node.prepare_reads(&sql).await?,
+            query_id,
+            sql: sql.clone(),
+            logged_sql: sql,
+            values,
+            expected: None,
+            distribution: Distribution {
+                shape: "local",
+                ..Distribution::default()
+            },
+        },
+    };
+    execute(node, query).await
+}
+
+/// Runs a prepared execution on a blocking thread; returns once DuckDB has produced the result
+/// schema (or an error), then streams the batches.
+async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream> {
+    let Execution {
+        query_id,
+        sql,
+        logged_sql,
+        values,
+        reads,
+        expected,
+        distribution,
+    } = query;
     let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
     let slot = Arc::clone(&node.query_slots)
@@ -157,7 +295,6 @@ pub(crate) async fn run(
     let started_ms = crate::system::now_ms();
     let started = std::time::Instant::now();
     let user = crate::auth::current().map(|id| id.user);
-    let reads = node.prepare_reads(&sql).await?;
     tokio::task::spawn_blocking(move || {
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
@@ -180,14 +317,17 @@ pub(crate) async fn run(
                     )));
                 }
                 let stream = stmt.stream_arrow(params_from_iter(values.iter()))?;
-                let schema = stream.get_schema();
+                let schema = expected.clone().unwrap_or_else(|| stream.get_schema());
                 let mut coalescer =
                     arrow::compute::BatchCoalescer::new(Arc::clone(&schema), TARGET_BATCH_ROWS);
                 if let Some(s) = schema_tx.take() {
                     let _ = s.send(Ok(schema));
                 }
                 for batch in stream {
-                    let batch = batch?;
+                    let batch = match &expected {
+                        Some(e) => crate::cluster::exec::conform_to(&batch?, e)?,
+                        None => batch?,
+                    };
                     coalescer.push_batch(batch)?;
                     while let Some(out) = coalescer.next_completed_batch() {
                         sent_rows += out.num_rows() as u64;
@@ -219,7 +359,7 @@ pub(crate) async fn run(
         worker.query_log.record(crate::system::LoggedQuery {
             started_ms,
             user,
-            sql: sql.clone(),
+            sql: logged_sql,
             duration: started.elapsed(),
             rows: sent_rows,
             status: match &outcome {
@@ -229,6 +369,8 @@ pub(crate) async fn run(
                     e.to_string().chars().take(200).collect::<String>()
                 ),
             },
+            query_id: query_id.clone(),
+            distribution,
         });
         if let Err(e) = outcome {
             // Before the schema: the DoGet call itself fails; after it: the stream ends in error.

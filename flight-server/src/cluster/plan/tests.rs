@@ -49,7 +49,7 @@ fn shapes() {
     assert_eq!(shape("WITH c AS (SELECT * FROM t) SELECT * FROM c"), "gather");
     assert_eq!(shape("SELECT median(x) FROM t"), "gather");
     assert_eq!(shape("SELECT * FROM t UNION ALL SELECT a, y, y FROM u"), "gather");
-    assert_eq!(shape("SELECT * FROM unknown_table"), "gather");
+    assert_eq!(shape("SELECT * FROM unknown_table"), "local"); // no user table: nothing to split
     assert_eq!(shape("SELECT count(DISTINCT a), count(DISTINCT b) FROM t"), "gather");
     assert_eq!(shape("SELECT a, b FROM t GROUP BY a"), "gather"); // b neither grouped nor aggregated
     assert_eq!(shape("SELECT x AS a, count(*) FROM t GROUP BY 1"), "gather"); // alias shadows a column
@@ -103,4 +103,28 @@ fn top_n_pushes_the_limit_and_orders_by_position() {
     let p = partial("SELECT DISTINCT a FROM t ORDER BY a");
     assert_eq!(p.partial_sql, "SELECT DISTINCT a FROM t");
     assert_eq!(p.final_sql, "SELECT DISTINCT * FROM __skein_partials__ ORDER BY 1");
+}
+
+#[test]
+fn gathered_single_table_statements_ship_only_filtered_rows() {
+    let tables: BTreeMap<String, Vec<String>> =
+        [("t".to_string(), vec!["a".into(), "b".into()])].into_iter().collect();
+    let aggregates: HashSet<String> = ["count"].iter().map(|s| s.to_string()).collect();
+    let ctx = PlanContext {
+        tables: &tables,
+        aggregates: &aggregates,
+        has_parameters: false,
+    };
+    assert_eq!(
+        gather_filter("SELECT a, rank() OVER (ORDER BY b) FROM t AS x WHERE x.a > 3", ctx),
+        Some(("t".into(), "SELECT * FROM t AS x WHERE x.a > 3".into()))
+    );
+    assert_eq!(gather_filter("SELECT * FROM t", ctx), None);
+    assert_eq!(gather_filter("SELECT * FROM t WHERE a IN (SELECT 1)", ctx), None);
+    assert_eq!(gather_filter("SELECT * FROM t, t AS u WHERE t.a = u.a", ctx), None);
+    let with_parameters = PlanContext {
+        has_parameters: true,
+        ..ctx
+    };
+    assert_eq!(gather_filter("SELECT * FROM t WHERE a = ?", with_parameters), None);
 }
