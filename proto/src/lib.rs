@@ -115,14 +115,23 @@ mod tests {
         let got: Vec<(String, u32)> = vec![
             ("query_id".into(), f(&|m| m.query_id = "q".into())),
             ("sql".into(), f(&|m| m.sql = "s".into())),
-            ("tables".into(), f(&|m| m.tables = vec![TableSlice::default()])),
+            (
+                "tables".into(),
+                f(&|m| m.tables = vec![TableSlice::default()]),
+            ),
             ("deadline_ms".into(), f(&|m| m.deadline_ms = 1)),
             ("coordinator".into(), f(&|m| m.coordinator = "c".into())),
             ("node_id".into(), f(&|m| m.node_id = "n".into())),
             ("catalog_epoch".into(), f(&|m| m.catalog_epoch = 1)),
             ("catalog_version".into(), f(&|m| m.catalog_version = 1)),
-            ("parameters".into(), f(&|m| m.parameters = Bytes::from_static(b"p"))),
-            ("signature".into(), f(&|m| m.signature = Bytes::from_static(b"s"))),
+            (
+                "parameters".into(),
+                f(&|m| m.parameters = Bytes::from_static(b"p")),
+            ),
+            (
+                "signature".into(),
+                f(&|m| m.signature = Bytes::from_static(b"s")),
+            ),
             ("fragments".into(), f(&|m| m.fragments = 1)),
         ];
         assert_eq!(got, schema_fields("Fragment"));

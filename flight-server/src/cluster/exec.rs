@@ -221,7 +221,10 @@ pub async fn prepare(
         Shape::Local => return Ok(None),
         Shape::Partial(p) => {
             if let Some(prepared) = partial(node, sql, query_id, &p, &mut distribution).await? {
-                node.metrics.query_shapes.with_label_values(&["partial"]).inc();
+                node.metrics
+                    .query_shapes
+                    .with_label_values(&["partial"])
+                    .inc();
                 return Ok(Some(prepared));
             }
             // The engine refused a part: gather is always correct.
@@ -233,7 +236,10 @@ pub async fn prepare(
         // A scatter query whose client asked for one result (a statement ticket).
         Shape::Scatter { .. } | Shape::Gather => distribution.shape = "gather",
     }
-    node.metrics.query_shapes.with_label_values(&["gather"]).inc();
+    node.metrics
+        .query_shapes
+        .with_label_values(&["gather"])
+        .inc();
     gather(node, sql, query_id, has_parameters, distribution)
         .await
         .map(Some)
@@ -268,7 +274,8 @@ async fn partial(
         .find(|(m, _)| m.node_id == me)
         .map(|(_, f)| f.clone())
         .ok_or_else(|| Error::Internal(format!("node {me} is not in its own ring")))?;
-    let peers: Vec<(Member, Fragment)> = frags.into_iter().filter(|(m, _)| m.node_id != me).collect();
+    let peers: Vec<(Member, Fragment)> =
+        frags.into_iter().filter(|(m, _)| m.node_id != me).collect();
     let own_run = async { node.fragment_batches(&own).await };
     let peer_runs = futures::future::join_all(
         peers
@@ -299,7 +306,10 @@ async fn partial(
         distribution.peers.insert(m.node_id.clone(), share);
         batches.extend(rows.1);
     }
-    let scratch = format!("q_{}_p", &query_id.replace('-', "")[..16.min(query_id.len())]);
+    let scratch = format!(
+        "q_{}_p",
+        &query_id.replace('-', "")[..16.min(query_id.len())]
+    );
     let final_sql = p
         .final_sql
         .replace(PARTIALS, &format!("{BUFFER_SCHEMA}.{}", ident(&scratch)));
@@ -494,15 +504,16 @@ async fn run_on_peer(
     tracing::warn!(peer = %member.node_id, error = %failure, query_id = %fragment.query_id, "fragment failed; reading its files on this node");
     // Its buffered rows can be read nowhere else: does it have any the query needs?
     if let Some(m) = node.membership() {
-        let marked: BTreeSet<u64> = m.unflushed_of(&member.node_id).await.map_err(|e| {
-            Error::PeerUnavailable {
-                node: member.node_id.clone(),
-                reason: format!(
-                    "its part of the query failed ({failure}) and whether it holds unflushed \
+        let marked: BTreeSet<u64> =
+            m.unflushed_of(&member.node_id)
+                .await
+                .map_err(|e| Error::PeerUnavailable {
+                    node: member.node_id.clone(),
+                    reason: format!(
+                        "its part of the query failed ({failure}) and whether it holds unflushed \
                      rows cannot be checked ({e})"
-                ),
-            }
-        })?;
+                    ),
+                })?;
         if let Some(t) = tables.iter().find(|t| marked.contains(&t.id)) {
             return Err(Error::PeerUnavailable {
                 node: member.node_id.clone(),
@@ -589,7 +600,13 @@ fn create_scratch(conn: &duckdb::Connection, name: &str, schema: &SchemaRef) -> 
     let defs = schema
         .fields()
         .iter()
-        .map(|f| Ok(format!("{} {}", ident(f.name()), crate::types::duckdb_type(f)?)))
+        .map(|f| {
+            Ok(format!(
+                "{} {}",
+                ident(f.name()),
+                crate::types::duckdb_type(f)?
+            ))
+        })
         .collect::<Result<Vec<_>>>()?
         .join(", ");
     conn.execute_batch(&format!(

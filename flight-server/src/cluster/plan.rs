@@ -21,8 +21,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
     LimitClause, ObjectNamePart, OrderByKind, Query, Select, SelectFlavor, SelectItem, SetExpr,
-    Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions,
-    visit_expressions_mut,
+    Statement, TableFactor, Value, VisitMut, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -126,9 +125,7 @@ pub fn gather_filter(sql: &str, ctx: PlanContext<'_>) -> Option<(String, String)
     let table = table_name(&s.from[0].relation, ctx)?;
     let selection = s.selection.as_ref()?;
     let blocked = visit_expressions(selection, |e| match e {
-        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
-            ControlFlow::Break(())
-        }
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => ControlFlow::Break(()),
         Expr::Function(f) if f.over.is_some() => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     })
@@ -136,7 +133,10 @@ pub fn gather_filter(sql: &str, ctx: PlanContext<'_>) -> Option<(String, String)
     if blocked || contains_aggregate(selection, ctx) {
         return None;
     }
-    Some((table, format!("SELECT * FROM {} WHERE {selection}", s.from[0])))
+    Some((
+        table,
+        format!("SELECT * FROM {} WHERE {selection}", s.from[0]),
+    ))
 }
 
 /// Whether `sql` names a user table anywhere, as a word or a string.
@@ -382,15 +382,22 @@ fn projection(s: &Select) -> Option<Vec<(Expr, Option<String>)>> {
 /// The outputs of `SELECT * FROM t`: the table's columns in order.
 fn star_items(s: &Select, columns: &[String]) -> Option<Vec<(Expr, Option<String>)>> {
     match s.projection.as_slice() {
-        [SelectItem::Wildcard(options)] if s.exclude.is_none() && options.opt_exclude.is_none()
-            && options.opt_except.is_none() && options.opt_replace.is_none()
-            && options.opt_rename.is_none() && options.opt_ilike.is_none()
-            && options.opt_alias.is_none() => Some(
-            columns
-                .iter()
-                .map(|c| (Expr::Identifier(Ident::new(c.clone())), None))
-                .collect(),
-        ),
+        [SelectItem::Wildcard(options)]
+            if s.exclude.is_none()
+                && options.opt_exclude.is_none()
+                && options.opt_except.is_none()
+                && options.opt_replace.is_none()
+                && options.opt_rename.is_none()
+                && options.opt_ilike.is_none()
+                && options.opt_alias.is_none() =>
+        {
+            Some(
+                columns
+                    .iter()
+                    .map(|c| (Expr::Identifier(Ident::new(c.clone())), None))
+                    .collect(),
+            )
+        }
         _ => None,
     }
 }
@@ -613,7 +620,9 @@ fn aggregate(
     };
     let final_sql = format!(
         "SELECT {final_text} FROM {PARTIALS}{final_groups}{}{order_text}{}",
-        having_text.map(|h| format!(" HAVING {h}")).unwrap_or_default(),
+        having_text
+            .map(|h| format!(" HAVING {h}"))
+            .unwrap_or_default(),
         limit_sql(limit, offset)
     );
     Some(Partial {
@@ -670,7 +679,9 @@ impl Rewriter<'_> {
     fn split(&mut self, e: &Expr) -> Option<String> {
         let Expr::Function(f) = e else { return None };
         let name = function_name(f)?;
-        if !f.within_group.is_empty() || f.null_treatment.is_some() || !matches!(f.parameters, FunctionArguments::None)
+        if !f.within_group.is_empty()
+            || f.null_treatment.is_some()
+            || !matches!(f.parameters, FunctionArguments::None)
         {
             return None;
         }
@@ -736,11 +747,7 @@ impl Rewriter<'_> {
                 },
                 "avg" | "mean" if arg.is_some() => Split {
                     partial: vec![(call("sum"), col("s")), (call("count"), col("c"))],
-                    merged: format!(
-                        "(CAST(sum({}) AS DOUBLE) / sum({}))",
-                        col("s"),
-                        col("c")
-                    ),
+                    merged: format!("(CAST(sum({}) AS DOUBLE) / sum({}))", col("s"), col("c")),
                 },
                 _ => return None,
             }

@@ -127,16 +127,16 @@ impl Node {
         if let Some(m) = self.membership.get()
             && !m.is_static()
         {
-            m.mark_unflushed(rt.id).await.map_err(|e| {
-                Error::PeerUnavailable {
+            m.mark_unflushed(rt.id)
+                .await
+                .map_err(|e| Error::PeerUnavailable {
                     node: self.config.node_id.clone(),
                     reason: format!(
                         "cannot record in Redis that it holds unflushed rows of table {:?} \
                          ({e}); nothing was written, try again",
                         rt.name
                     ),
-                }
-            })?;
+                })?;
         }
         Ok(mark)
     }
@@ -167,12 +167,13 @@ impl Node {
             });
             options.auth = skein_client::Auth::Bearer(token);
         }
-        let client = skein_client::Client::connect(options).await.map_err(|e| {
-            Error::PeerUnavailable {
-                node: address.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        let client =
+            skein_client::Client::connect(options)
+                .await
+                .map_err(|e| Error::PeerUnavailable {
+                    node: address.to_string(),
+                    reason: e.to_string(),
+                })?;
         self.peers
             .clients
             .lock()

@@ -267,7 +267,9 @@ impl Node {
                 }
                 for f in &view.meta.files {
                     if f.node.as_deref() == Some(me)
-                        && slice.flushed.is_none_or(|s| f.max_seq.is_some_and(|m| m > s))
+                        && slice
+                            .flushed
+                            .is_none_or(|s| f.max_seq.is_some_and(|m| m > s))
                         && !slice.files.contains(&f.key)
                     {
                         files.push(f.clone());
@@ -343,10 +345,7 @@ impl Node {
     /// The cluster's members, and nodes out of it that still hold unflushed rows.
     fn node_rows(&self) -> Vec<crate::system::NodeRow> {
         let ring = self.ring();
-        let marks = self
-            .membership()
-            .map(|m| m.unflushed())
-            .unwrap_or_default();
+        let marks = self.membership().map(|m| m.unflushed()).unwrap_or_default();
         let me = &self.config.node_id;
         let mut rows: Vec<crate::system::NodeRow> = ring
             .members()

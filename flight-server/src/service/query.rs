@@ -19,14 +19,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::FlightDataStream;
+use crate::cluster::plan::Shape;
 use crate::engine::{ensure_select, result_schema};
 use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
 use crate::params;
 use crate::sql::{Plan, plan};
-use crate::ticket::StatementTicket;
-use crate::cluster::plan::Shape;
 use crate::system::Distribution;
+use crate::ticket::StatementTicket;
 
 /// Batches DuckDB hands over are small (one vector, 2048 rows); they are merged up to this
 /// many rows before they go on the wire.
@@ -137,9 +137,11 @@ fn scatter_info(
         .try_with_schema(schema)?
         .with_descriptor(descriptor)
         .with_ordered(false);
-    for (member, fragment) in crate::cluster::exec::scatter_fragments(node, table, sql, parameters)? {
-        let mut endpoint = FlightEndpoint::new()
-            .with_ticket(Ticket::new(crate::cluster::exec::fragment_ticket(&fragment)));
+    for (member, fragment) in crate::cluster::exec::scatter_fragments(node, table, sql, parameters)?
+    {
+        let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(
+            crate::cluster::exec::fragment_ticket(&fragment),
+        ));
         if member.node_id != me {
             endpoint = endpoint.with_location(format!("{scheme}://{}", member.address));
         }
@@ -173,8 +175,8 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
     let values = crate::node::fragment_values(&fragment)?;
     let reads = node.fragment_reads(&fragment).await?;
     // A scatter scan's own endpoint on the node that planned it stands for the whole query.
-    let own_scatter = fragment.coordinator == node.config.node_id
-        && fragment.node_id == node.config.node_id;
+    let own_scatter =
+        fragment.coordinator == node.config.node_id && fragment.node_id == node.config.node_id;
     let distribution = Distribution {
         shape: if own_scatter { "scatter" } else { "fragment" },
         fragments: if own_scatter { fragment.fragments } else { 1 },
@@ -239,8 +241,7 @@ pub(crate) async fn run(
     sql: String,
     values: Vec<Value>,
 ) -> Result<FlightDataStream> {
-    let prepared =
-        crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
+    let prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
     let query = match prepared {
         Some(p) => Execution {
             query_id,
