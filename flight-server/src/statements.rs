@@ -134,7 +134,8 @@ impl Node {
                     return Ok(0);
                 }
                 let node = Arc::clone(self);
-                let reads = self.prepare_reads(&query).await?;
+                let reads =
+                    crate::cluster::exec::gathered_reads(self, &query, !rows.is_empty()).await?;
                 let (columns, batches) = blocking(move || {
                     let conn = node.engine.connect()?;
                     reads.install(&conn)?;
@@ -165,7 +166,8 @@ impl Node {
                 let rt = self.table(table)?;
                 let node = Arc::clone(self);
                 let view = rt.name.clone();
-                let reads = self.prepare_reads(sql).await?;
+                let reads =
+                    crate::cluster::exec::gathered_reads(self, sql, !rows.is_empty()).await?;
                 let batches = blocking(move || {
                     let conn = node.engine.connect()?;
                     reads.install(&conn)?;

@@ -28,6 +28,25 @@ struct RedisServer {
     _dir: tempfile::TempDir,
 }
 
+/// The process id of the Redis server on `port`, from `INFO server`.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:") || !text[text.find("process_id:")?..].contains('\n') {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let rest = &text[text.find("process_id:")? + "process_id:".len()..];
+    rest.lines().next()?.trim().parse().ok()
+}
+
 impl RedisServer {
     /// Starts a server, or says why not and returns `None` when `redis-server` is missing.
     fn start() -> Option<Self> {
@@ -39,29 +58,41 @@ impl RedisServer {
             eprintln!("skipped: redis-server is not on PATH (scripts/setup.sh installs it)");
             return None;
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // Tests run in parallel: a free port may be taken by another test's server before
+        // ours binds it, so the server answering must be ours (its process id), or we retry.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // it could not bind: try another port
+                }
+                if server_pid(port) == Some(child.id()) {
+                    return Some(Self {
+                        child,
+                        port,
+                        _dir: dir,
+                    });
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Some(Self {
-            child,
-            port,
-            _dir: dir,
-        })
+        panic!("redis-server did not start on any of five free ports");
     }
 
     fn url(&self) -> String {

@@ -872,6 +872,26 @@ def test_partial_aggregation_ships_partials_and_gather_ships_buffers(loaded):
     assert row["shipped_rows"] == 3_000, row
 
 
+def test_insert_select_and_ctas_read_rows_buffered_on_every_node(loaded):
+    n1, n2 = loaded.cluster["n1"], loaded.cluster["n2"]
+    # Every node holds buffered rows of orders: a copy made on n1 must hold them all.
+    with n1.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE orders_copy AS SELECT * FROM orders WHERE status IS NOT NULL")
+        cur.execute("CREATE TABLE orders_sums (status VARCHAR, n BIGINT)")
+        cur.execute("INSERT INTO orders_sums SELECT status, count(*) FROM orders GROUP BY status")
+        conn.commit()
+    check = [
+        ("SELECT count(*) AS n, sum(amount) AS s FROM orders_copy",
+         "SELECT count(*) AS n, sum(amount) AS s FROM orders WHERE status IS NOT NULL"),
+        ("SELECT status, n FROM orders_sums",
+         "SELECT status, count(*) AS n FROM orders GROUP BY status"),
+    ]
+    for node in (n1, n2):
+        with node.connect() as conn:
+            for got_sql, want_sql in check:
+                compare(query(conn, got_sql), loaded.oracle.query(want_sql), ordered=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # d. Nodes killed while queries run
 

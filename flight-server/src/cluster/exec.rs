@@ -245,6 +245,23 @@ pub async fn prepare(
         .map(Some)
 }
 
+/// The reads of a statement that changes data from a query (`INSERT … SELECT`, `CREATE TABLE
+/// AS`): in a cluster, the query's tables with the rows peers hold (gathered), so the statement
+/// sees everything.
+pub async fn gathered_reads(node: &Arc<Node>, sql: &str, has_parameters: bool) -> Result<ReadSet> {
+    if node.ring().len() <= 1 {
+        return node.prepare_reads(sql).await;
+    }
+    let query_id = uuid::Uuid::new_v4().to_string();
+    let distribution = Distribution {
+        shape: "gather",
+        ..Distribution::default()
+    };
+    Ok(gather(node, sql, &query_id, has_parameters, distribution)
+        .await?
+        .reads)
+}
+
 /// Runs the partial query everywhere and loads the partial rows into a scratch table; `None`
 /// if the engine refuses the partial or the final query (the caller gathers instead).
 async fn partial(

@@ -95,6 +95,15 @@ fn cancel_info(node: &Node, info: &FlightInfo) -> bool {
         let Ok(any_msg) = Any::decode(ticket.ticket.as_ref()) else {
             continue;
         };
+        if any_msg.type_url == skein_proto::FRAGMENT_TYPE_URL {
+            // A scatter scan: its fragments run under the query's id on each node; this node
+            // stops its own (peers stop theirs when the client drops their streams).
+            if let Ok(f) = <skein_proto::Fragment as prost::Message>::decode(any_msg.value.as_ref())
+            {
+                any |= node.queries.cancel(&f.query_id);
+            }
+            continue;
+        }
         let Ok(Some(stmt)) = any_msg.unpack::<TicketStatementQuery>() else {
             continue;
         };
