@@ -50,6 +50,8 @@ pub struct ConnectOptions {
     pub auth: Auth,
     /// A PEM file with the certificate authority to trust for TLS, besides the system's.
     pub tls_ca: Option<PathBuf>,
+    /// A PEM certificate chain and key to present to a server that asks for one (mutual TLS).
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
     /// How long to wait for the connection to be made.
     pub connect_timeout: Duration,
 }
@@ -61,6 +63,7 @@ impl ConnectOptions {
             uri: uri.into(),
             auth: Auth::None,
             tls_ca: None,
+            tls_identity: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -146,6 +149,16 @@ pub(crate) async fn channel(options: &ConnectOptions) -> Result<Channel> {
             let pem = std::fs::read(path)
                 .map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &options.tls_identity {
+            let read = |path: &PathBuf, what: &str| {
+                std::fs::read(path)
+                    .map_err(|e| Error::Tls(format!("cannot read {what} {}: {e}", path.display())))
+            };
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
         }
         endpoint = endpoint
             .tls_config(tls)

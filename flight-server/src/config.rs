@@ -202,6 +202,11 @@ pub struct Config {
     /// CA certificates (PEM) that client certificates must chain to (mutual TLS).
     #[arg(long, env = "SKEIN_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// CA certificates (PEM) that other nodes' certificates chain to, for calls between nodes
+    /// over TLS; defaults to this node's own --tls-cert (nodes sharing a certificate or its CA
+    /// chain). Nodes present their --tls-cert to each other, so mutual TLS holds between them.
+    #[arg(long, env = "SKEIN_TLS_PEER_CA", requires = "tls_cert")]
+    pub tls_peer_ca: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "SKEIN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -248,6 +253,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tls_peer_ca: None,
             log_format: LogFormat::Text,
         }
     }

@@ -1,4 +1,6 @@
-//! HTTP endpoint: `GET /health` (200 while serving) and `GET /metrics` (Prometheus text).
+//! HTTP endpoint: `GET /health` (200 while the process serves), `GET /ready` (200 while it should
+//! get traffic: in its cluster, writes accepted, catalog intact) and `GET /metrics` (Prometheus
+//! text).
 
 use std::sync::Arc;
 
@@ -27,6 +29,16 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
     }
 }
 
+async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    match node.not_ready() {
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
+    }
+}
+
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         node.refresh_gauges();
@@ -39,6 +51,7 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()
     let shutdown = node.shutdown.clone();
     let app = Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(node);
     axum::serve(listener, app)

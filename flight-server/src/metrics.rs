@@ -61,6 +61,8 @@ pub struct Metrics {
     pub cache_downloaded_bytes: IntGauge,
     pub cache_evictions: IntGauge,
     pub cache_bytes: IntGauge,
+    /// Requests by table: batches ingested (`ingest`) and queries that read it (`query`).
+    pub table_requests: IntCounterVec,
     /// Queries by plan shape across the cluster.
     pub query_shapes: IntCounterVec,
     /// Fragments this node ran on peers (as coordinator), by peer.
@@ -169,6 +171,18 @@ impl Metrics {
             ),
             cache_evictions: gauge("cache_evictions_total", "Cache entries evicted"),
             cache_bytes: gauge("cache_bytes", "Bytes held in the local cache"),
+            table_requests: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "table_requests_total",
+                        "Per table: batches ingested (kind ingest) and queries reading it (kind query)",
+                    ),
+                    &["table", "kind"],
+                )
+                .unwrap_or_else(|_| unreachable_metric());
+                let _ = registry.register(Box::new(c.clone()));
+                c
+            },
             query_shapes: counter_vec(
                 "query_shapes_total",
                 "Queries by how they ran across the cluster",

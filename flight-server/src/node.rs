@@ -387,6 +387,7 @@ impl Node {
                     next_file_seq: 1,
                     flushed_wal: Default::default(),
                     created_at_ms: now_ms(),
+                    options: Default::default(),
                 };
                 state.tables.insert(CatalogState::key(name), meta.clone());
                 Ok(meta)
@@ -734,10 +735,52 @@ impl Node {
         }
     }
 
+    /// A table's flush thresholds: its own options, else the node's defaults.
+    pub fn flush_limits(&self, rt: &TableRuntime) -> crate::config::FlushConfig {
+        let o = rt.meta().options;
+        let d = &self.config.flush;
+        crate::config::FlushConfig {
+            flush_rows: o.flush_rows.unwrap_or(d.flush_rows),
+            flush_bytes: o.flush_bytes.unwrap_or(d.flush_bytes),
+            flush_interval: o
+                .flush_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.flush_interval),
+        }
+    }
+
+    /// Sets a table's options (`None` values go back to the node default).
+    pub async fn set_table_options(
+        self: &Arc<Self>,
+        name: &str,
+        changes: Vec<(&'static str, Option<u64>)>,
+    ) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let rt = self.table(name)?;
+        let id = rt.id;
+        self.catalog
+            .update(|s: &mut CatalogState| -> Result<()> {
+                let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
+                    table: name.to_string(),
+                })?;
+                for (key, value) in &changes {
+                    match *key {
+                        "flush_rows" => t.options.flush_rows = *value,
+                        "flush_bytes" => t.options.flush_bytes = *value,
+                        _ => t.options.flush_interval_ms = *value,
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.sync_meta(&rt);
+        self.flush_wakeup.notify_one();
+        Ok(())
+    }
+
     /// Flushes buffers that pass a threshold, until shutdown.
     pub async fn run_flusher(self: Arc<Self>) {
-        let flush = self.config.flush.clone();
-        let tick = flush.flush_interval.min(Duration::from_secs(1));
+        let tick = self.config.flush.flush_interval.min(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -754,6 +797,7 @@ impl Node {
                     }
                 }
                 let level = rt.level();
+                let flush = self.flush_limits(&rt);
                 let due = (pressed && level.rows > 0)
                     || level.pending
                     || level.rows >= flush.flush_rows

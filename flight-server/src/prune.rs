@@ -624,6 +624,7 @@ mod tests {
             next_file_seq: 0,
             flushed_wal: Default::default(),
             created_at_ms: 0,
+            options: Default::default(),
         }
     }
 

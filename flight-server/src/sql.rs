@@ -47,6 +47,13 @@ pub enum Plan {
         /// The table.
         table: String,
     },
+    /// `ALTER TABLE table SET (name = value, …)`: the table's own options.
+    SetOptions {
+        /// The table.
+        table: String,
+        /// Lower-cased option names with their values as written (`NULL`: the node default).
+        options: Vec<(String, Option<String>)>,
+    },
 }
 
 impl Plan {
@@ -168,6 +175,39 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
                 statement: Box::new(Statement::Insert(insert)),
             })
         }
+        Statement::AlterTable(alter)
+            if alter.operations.len() == 1
+                && matches!(
+                    alter.operations[0],
+                    AlterTableOperation::SetOptionsParens { .. }
+                ) =>
+        {
+            let AlterTableOperation::SetOptionsParens { options } = &alter.operations[0] else {
+                return unsupported("this ALTER TABLE");
+            };
+            let mut out = Vec::new();
+            for o in options {
+                let sqlparser::ast::SqlOption::KeyValue { key, value } = o else {
+                    return Err(Error::InvalidArgument(format!(
+                        "table option {o} must be written name = value"
+                    )));
+                };
+                let value = match value {
+                    sqlparser::ast::Expr::Value(v) => match &v.value {
+                        sqlparser::ast::Value::Null => None,
+                        sqlparser::ast::Value::Number(n, _) => Some(n.clone()),
+                        sqlparser::ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                        other => Some(other.to_string()),
+                    },
+                    other => Some(other.to_string()),
+                };
+                out.push((key.value.to_lowercase(), value));
+            }
+            Ok(Plan::SetOptions {
+                table: table_name(&alter.name, catalog)?,
+                options: out,
+            })
+        }
         Statement::AlterTable(alter) => {
             let only_adds = !alter.operations.is_empty()
                 && alter
@@ -175,7 +215,7 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
                     .iter()
                     .all(|op| matches!(op, AlterTableOperation::AddColumn { .. }));
             if !only_adds {
-                return unsupported("ALTER TABLE other than ADD COLUMN");
+                return unsupported("ALTER TABLE other than ADD COLUMN and SET (options)");
             }
             Ok(Plan::AddColumns {
                 table: table_name(&alter.name, catalog)?,

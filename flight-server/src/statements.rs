@@ -100,7 +100,8 @@ impl Node {
         match &plan {
             Plan::CreateTable { table, .. }
             | Plan::Insert { table, .. }
-            | Plan::AddColumns { table } => crate::auth::require_table(table)?,
+            | Plan::AddColumns { table }
+            | Plan::SetOptions { table, .. } => crate::auth::require_table(table)?,
             Plan::DropTable { tables, .. } => tables
                 .iter()
                 .try_for_each(|t| crate::auth::require_table(t))?,
@@ -191,6 +192,11 @@ impl Node {
                 }
                 Ok(total as i64)
             }
+            Plan::SetOptions { table, options } => {
+                let parsed = parse_options(&table, &options)?;
+                self.set_table_options(&table, parsed).await?;
+                Ok(0)
+            }
             Plan::AddColumns { table } => {
                 let meta = self
                     .catalog
@@ -215,6 +221,48 @@ impl Node {
             }
         }
     }
+}
+
+/// The options of `ALTER TABLE table SET (…)`, each `Some(None)` to go back to the default.
+type OptionChanges = Vec<(&'static str, Option<u64>)>;
+
+fn parse_options(table: &str, options: &[(String, Option<String>)]) -> Result<OptionChanges> {
+    let bad = |name: &str, value: &str, what: &str| {
+        Error::InvalidArgument(format!(
+            "table {table:?}: option {name} = {value} is not valid: {what}"
+        ))
+    };
+    let mut out = Vec::new();
+    for (name, value) in options {
+        let key: &'static str = match name.as_str() {
+            "flush_rows" => "flush_rows",
+            "flush_bytes" => "flush_bytes",
+            "flush_interval" => "flush_interval",
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "table {table:?}: unknown option {other:?}; the options are flush_rows, \
+                     flush_bytes and flush_interval (e.g. '5s')"
+                )));
+            }
+        };
+        let parsed = match value {
+            None => None,
+            Some(v) if key == "flush_interval" => {
+                let d = humantime::parse_duration(v)
+                    .map_err(|e| bad(name, v, &format!("{e} (write e.g. '500ms' or '5m')")))?;
+                if d.is_zero() {
+                    return Err(bad(name, v, "it must be longer than zero"));
+                }
+                Some(d.as_millis() as u64)
+            }
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(bad(name, v, "it must be a positive whole number")),
+            },
+        };
+        out.push((key, parsed));
+    }
+    Ok(out)
 }
 
 fn on_exists(if_not_exists: bool, or_replace: bool) -> OnExists {

@@ -18,7 +18,8 @@ const TABLES: &[(&str, &str)] = &[
     (
         "skein_tables",
         "table_name VARCHAR, rows BIGINT, files BIGINT, bytes BIGINT, buffered_rows BIGINT, \
-         columns BIGINT, created_at TIMESTAMP",
+         columns BIGINT, created_at TIMESTAMP, flush_rows BIGINT, flush_bytes BIGINT, \
+         flush_interval_ms BIGINT",
     ),
     (
         "skein_files",
@@ -32,7 +33,7 @@ const TABLES: &[(&str, &str)] = &[
     (
         "skein_query_log",
         "started_at TIMESTAMP, user_name VARCHAR, query VARCHAR, duration_ms DOUBLE, \
-         rows BIGINT, status VARCHAR, query_id VARCHAR, shape VARCHAR, fragments INTEGER, \
+         rows BIGINT, status VARCHAR, bytes BIGINT, query_id VARCHAR, shape VARCHAR, fragments INTEGER, \
          shipped_rows BIGINT, shipped_bytes BIGINT, peers VARCHAR",
     ),
 ];
@@ -77,6 +78,8 @@ pub struct LoggedQuery {
     pub duration: Duration,
     /// Rows sent.
     pub rows: u64,
+    /// Arrow bytes sent.
+    pub bytes: u64,
     /// `ok`, or the gRPC code it failed with.
     pub status: String,
     /// Its id.
@@ -188,6 +191,8 @@ pub struct TableRow {
     pub columns: u64,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
+    /// Its flush thresholds in effect (its options, else the node's defaults).
+    pub flush: crate::config::FlushConfig,
 }
 
 /// One file for `skein_files`.
@@ -238,14 +243,17 @@ pub fn statements(
             .into_iter()
             .map(|t| {
                 format!(
-                    "({}, {}, {}, {}, {}, {}, make_timestamp({} * 1000))",
+                    "({}, {}, {}, {}, {}, {}, make_timestamp({} * 1000), {}, {}, {})",
                     text(&t.name),
                     t.file_rows + t.buffered_rows,
                     t.files,
                     t.bytes,
                     t.buffered_rows,
                     t.columns,
-                    t.created_ms
+                    t.created_ms,
+                    t.flush.flush_rows,
+                    t.flush.flush_bytes,
+                    t.flush.flush_interval.as_millis()
                 )
             })
             .collect();
@@ -293,13 +301,14 @@ pub fn statements(
                 let d = &q.distribution;
                 let peers = serde_json::to_string(&d.peers).unwrap_or_default();
                 format!(
-                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     q.started_ms,
                     opt_text(q.user.as_deref()),
                     text(&q.sql),
                     q.duration.as_secs_f64() * 1000.0,
                     q.rows,
                     text(&q.status),
+                    q.bytes,
                     text(&q.query_id),
                     text(if d.shape.is_empty() { "local" } else { d.shape }),
                     d.fragments,

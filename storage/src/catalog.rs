@@ -52,6 +52,20 @@ pub struct FileMeta {
     pub max_seq: Option<u64>,
 }
 
+/// A table's own settings; each unset one takes the node's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableOptions {
+    /// Flush the buffer at this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_rows: Option<u64>,
+    /// Flush the buffer at this many bytes of Arrow data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_bytes: Option<u64>,
+    /// Flush the buffer when its oldest row is this old, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+}
+
 /// A table: its identity, columns, and files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableMeta {
@@ -74,6 +88,13 @@ pub struct TableMeta {
     pub flushed_wal: std::collections::BTreeMap<String, u64>,
     /// When the table was created, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// Settings of its own (`ALTER TABLE … SET (…)`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub options: TableOptions,
+}
+
+fn is_default(o: &TableOptions) -> bool {
+    *o == TableOptions::default()
 }
 
 impl TableMeta {
@@ -428,6 +449,7 @@ mod tests {
             next_file_seq: 0,
             flushed_wal: Default::default(),
             created_at_ms: 0,
+            options: Default::default(),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod stats;
 pub use cache::{CachedFile, FileCache};
 pub use catalog::{
     Catalog, CatalogBackend, CatalogState, ColumnMeta, FileMeta, LocalCatalog, TableMeta,
+    TableOptions,
 };
 pub use error::{Error, Result};
 pub use object_store::{LocalStore, ObjectStore};

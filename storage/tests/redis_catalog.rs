@@ -82,6 +82,7 @@ fn table(name: &str) -> TableMeta {
         next_file_seq: 1,
         flushed_wal: Default::default(),
         created_at_ms: 0,
+        options: Default::default(),
     }
 }
 

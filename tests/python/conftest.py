@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -121,6 +122,14 @@ class Node:
     def http_get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://{self.http_addr}{path}", timeout=10) as r:
             return r.read().decode()
+
+    def http_status(self, path: str) -> tuple:
+        """(status code, body) of a GET, errors included."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_addr}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def flush(self, table: str = ""):
         client = self.flight_client()

@@ -1,6 +1,7 @@
 """Other Flight SQL clients: arrow-rs's flight_sql_client, and the HTTP endpoints."""
 
 import os
+import re
 import subprocess
 
 import pyarrow as pa
@@ -36,10 +37,17 @@ def test_flight_sql_client_query_and_tables(node):
 
 def test_health_and_metrics(node):
     assert node.http_get("/health").strip() == "ok"
+    assert node.http_status("/ready") == (200, "ready\n")
     with node.connect() as conn, conn.cursor() as cur:
         cur.adbc_ingest("m", pa.table({"n": pa.array(range(10), pa.int64())}), mode="create")
     metrics = node.http_get("/metrics")
     assert "skein_ingest_rows_total 10" in metrics
+    with node.connect() as conn:
+        query(conn, "SELECT count(*) FROM m")
+    metrics = node.http_get("/metrics")
+    per_table = {(m.group(1), m.group(2)): int(m.group(3)) for m in re.finditer(
+        r'skein_table_requests_total\{kind="(\w+)",table="(\w+)"\} (\d+)', metrics)}
+    assert per_table[("ingest", "m")] >= 1 and per_table[("query", "m")] == 1, per_table
     assert 'skein_requests_total{code="Ok",method="DoPut.StatementIngest"} 1' in metrics
     values = {
         line.split()[0]: float(line.split()[1])

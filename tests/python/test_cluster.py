@@ -849,6 +849,12 @@ def test_partial_aggregation_ships_partials_and_gather_ships_buffers(loaded):
     assert 0 < partial["shipped_rows"] <= groups * (len(c.live()) - 1), (groups, partial)
     assert set(peers) <= set(partial["peers"]), partial["peers"]
     assert shipped_by_peers(partial, "n1") == partial["shipped_rows"], partial
+    # The query's id travels with its fragments: each peer logged its part under it.
+    for p in c.others(n1):
+        with p.connect() as conn:
+            parts = query(conn, "SELECT shape, status FROM skein_query_log "
+                                f"WHERE query_id = '{partial['query_id']}'").to_pylist()
+        assert parts == [{"shape": "fragment", "status": "ok"}], (p.node_id, parts)
 
     # The same table through gather: the peers ship their buffered rows of it, all of them here
     # (no filter), and the coordinator reads the files itself.

@@ -85,3 +85,47 @@ def test_a_repeated_query_sees_schema_changes(node):
         cur.execute("DROP TABLE s")
         cur.execute("CREATE TABLE s (x DOUBLE)")
         assert query(conn, "SELECT * FROM s").schema.names == ["x"]
+
+
+def test_table_options_set_flush_thresholds_per_table(make_node, tmp_path):
+    import time
+
+    node = make_node(data_dir=tmp_path / "d")  # node defaults: flush at 1M rows or after 60 s
+    with node.connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE small (a BIGINT)")
+        cur.execute("CREATE TABLE big (a BIGINT)")
+        cur.execute("ALTER TABLE small SET (flush_rows = 5, flush_interval = '90s')")
+        for bad, message in [
+            ("ALTER TABLE small SET (retention = '1d')", "unknown option"),
+            ("ALTER TABLE small SET (flush_rows = -3)", "positive whole number"),
+            ("ALTER TABLE small SET (flush_interval = 'soon')", "flush_interval"),
+            ("ALTER TABLE nope SET (flush_rows = 5)", "nope"),
+        ]:
+            with pytest.raises(adbc_driver_manager.Error, match=message):
+                cur.execute(bad)
+        conn.commit()
+        options = "SELECT table_name, flush_rows, flush_interval_ms FROM skein_tables ORDER BY 1"
+        assert query(conn, options).to_pylist() == [
+            {"table_name": "big", "flush_rows": 1_000_000, "flush_interval_ms": 60_000},
+            {"table_name": "small", "flush_rows": 5, "flush_interval_ms": 90_000},
+        ]
+        for t in ("small", "big"):
+            cur.adbc_ingest(t, pa.table({"a": pa.array(range(7), pa.int64())}), mode="append")
+        conn.commit()
+        # Past its own threshold, only `small` is flushed.
+        deadline = time.monotonic() + 30
+        files = "SELECT table_name, files, buffered_rows FROM skein_tables ORDER BY 1"
+        while query(conn, files).to_pylist()[1]["files"] == 0:
+            assert time.monotonic() < deadline, "small was not flushed at 5 rows"
+            time.sleep(0.05)
+        assert query(conn, files).to_pylist() == [
+            {"table_name": "big", "files": 0, "buffered_rows": 7},
+            {"table_name": "small", "files": 1, "buffered_rows": 0},
+        ]
+        cur.execute("ALTER TABLE small SET (flush_rows = NULL)")  # back to the node default
+        conn.commit()
+    node.stop()
+    node = make_node(data_dir=tmp_path / "d")  # options live in the catalog
+    with node.connect() as conn:
+        assert query(conn, options).to_pylist()[1] == {
+            "table_name": "small", "flush_rows": 1_000_000, "flush_interval_ms": 90_000}

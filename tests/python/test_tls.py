@@ -103,3 +103,60 @@ def test_bad_tls_files_stop_the_node_with_a_clear_error(pki, tmp_path):
                               "--data-dir", str(tmp_path / "d"), *flags],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and message in out.stderr, (flags, out.stderr[-1500:])
+
+
+def test_nodes_of_a_cluster_talk_to_each_other_over_mutual_tls(pki, seaweed, bucket, redis_server,
+                                                               tmp_path, monkeypatch):
+    """Two nodes with TLS and required client certificates: fragments between them go over
+    TLS with each node's certificate, and a scatter scan's endpoints name TLS locations."""
+    import time
+
+    import pyarrow as pa
+
+    from cluster import Cluster
+
+    for k, v in seaweed.env().items():
+        monkeypatch.setenv(k, v)
+    flags = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+             "--tls-client-ca", str(pki / "ca.pem"), "--tls-peer-ca", str(pki / "ca.pem")]
+    ca = (pki / "ca.pem").read_bytes()
+
+    def client(node):
+        return flight.FlightClient(tls_uri(node), tls_root_certs=ca,
+                                   cert_chain=(pki / "client.pem").read_bytes(),
+                                   private_key=(pki / "client.key").read_bytes())
+
+    def run(node, sql):
+        c = client(node)
+        info = c.get_flight_info(statement_query(sql))
+        return info, c.do_get(info.endpoints[0].ticket).read_all()
+
+    with Cluster(seaweed, bucket, redis_server, tmp_path / "nodes", *flags) as c:
+        n1, n2 = c.add_node(), c.add_node()
+        deadline = time.monotonic() + 30
+        while run(n1, "SELECT count(*) AS n FROM skein_nodes")[1].column(0)[0].as_py() != 2:
+            assert time.monotonic() < deadline, "the nodes did not see each other"
+            time.sleep(0.1)
+        # Rows buffered on both nodes: a query on either needs the other.
+        for node, lo in [(n1, 0), (n2, 100)]:
+            data = pa.table({"id": pa.array(range(lo, lo + 100), pa.int64())})
+            writer, _ = client(node).do_put(
+                flight.FlightDescriptor.for_path("t"), data.schema)
+            writer.write_table(data)
+            writer.close()
+        _, got = run(n1, "SELECT count(*) AS n, sum(id) AS s FROM t")
+        assert got.to_pylist() == [{"n": 200, "s": sum(range(200))}]
+        _, log = run(n1, "SELECT shape, shipped_rows FROM skein_query_log "
+                         "WHERE query = 'SELECT count(*) AS n, sum(id) AS s FROM t'")
+        assert log.to_pylist() == [{"shape": "partial", "shipped_rows": 1}], log.to_pylist()
+        # A scatter scan: the peer's endpoint is a TLS location, read with the client's own
+        # certificate.
+        info = client(n2).get_flight_info(statement_query("SELECT id FROM t WHERE id % 10 = 0"))
+        locations = [str(loc.uri, "utf-8") if isinstance(loc.uri, bytes) else str(loc.uri)
+                     for e in info.endpoints for loc in e.locations]
+        assert locations == [f"grpc+tls://{n1.advertise_addr}"], locations
+        ids = []
+        for e in info.endpoints:
+            target = client(n1) if e.locations else client(n2)
+            ids += target.do_get(e.ticket).read_all().column("id").to_pylist()
+        assert sorted(ids) == list(range(0, 200, 10))

@@ -275,6 +275,10 @@ async fn partial(
     let rt = node.table(&p.table)?;
     let meta = rt.meta();
     check_absent_nodes(node, &ring, &[&meta])?;
+    node.metrics
+        .table_requests
+        .with_label_values(&[&meta.name, "query"])
+        .inc();
     let files = kept_files(sql, &meta);
     let frags = fragments(
         node,

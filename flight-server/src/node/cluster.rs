@@ -90,6 +90,30 @@ impl Node {
         }
     }
 
+    /// Why the node should not get traffic now, if it should not: shutting down, writes
+    /// stopped, not (yet) a member of its cluster, or its shared catalog lost.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.shutdown.is_cancelled() {
+            return Some("shutting down".into());
+        }
+        if let Some(reason) = self.writes_stopped() {
+            return Some(format!("writes stopped: {reason}"));
+        }
+        let Some(m) = self.membership.get() else {
+            return Some("not a member of its cluster yet".into());
+        };
+        if m.ring().member(&self.config.node_id).is_none() {
+            return Some("not in its own ring".into());
+        }
+        if self.lost_snapshot_saved.lock().is_some() {
+            return Some(
+                "the shared catalog lost its data; restore it (skein.restore) to take changes"
+                    .into(),
+            );
+        }
+        None
+    }
+
     /// The node's membership (a static one of one until [`Node::join_cluster`] ran).
     pub fn membership(&self) -> Option<&Arc<Membership>> {
         self.membership.get()
@@ -158,6 +182,15 @@ impl Node {
         let tls = self.config.tls_cert.is_some();
         let uri = format!("{}://{address}", if tls { "grpc+tls" } else { "grpc" });
         let mut options = skein_client::ConnectOptions::new(uri);
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+            options.tls_ca = Some(
+                self.config
+                    .tls_peer_ca
+                    .clone()
+                    .unwrap_or_else(|| cert.clone()),
+            );
+            options.tls_identity = Some((cert.clone(), key.clone()));
+        }
         options.connect_timeout = self.config.peer_timeout.min(Duration::from_secs(10));
         if let Some(auth) = &self.auth {
             let token = auth.issue(&crate::auth::Identity {

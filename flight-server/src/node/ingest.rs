@@ -171,11 +171,14 @@ impl Node {
         .map_err(|e| Error::Internal(format!("an append task failed: {e}")))??;
         tracing::trace!(table = %rt.name, rows, seq, "appended");
         self.metrics.ingest_rows.inc_by(rows);
+        self.metrics
+            .table_requests
+            .with_label_values(&[&rt.name, "ingest"])
+            .inc();
         self.metrics.ingest_bytes.inc_by(bytes);
         let level = rt.level();
-        if level.rows >= self.config.flush.flush_rows
-            || level.bytes >= self.config.flush.flush_bytes
-        {
+        let limits = self.flush_limits(rt);
+        if level.rows >= limits.flush_rows || level.bytes >= limits.flush_bytes {
             self.flush_wakeup.notify_one();
         }
         Ok(rows)

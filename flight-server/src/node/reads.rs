@@ -159,6 +159,12 @@ impl Node {
                 referenced.contains(&name) || words.contains(&name)
             });
         }
+        for v in &views {
+            self.metrics
+                .table_requests
+                .with_label_values(&[&v.meta.name, "query"])
+                .inc();
+        }
         Ok(Selected {
             views,
             filters,
@@ -316,6 +322,7 @@ impl Node {
                     buffered_rows: rt.level().total_rows,
                     columns: m.columns.len() as u64,
                     created_ms: m.created_at_ms,
+                    flush: self.flush_limits(rt),
                 })
                 .collect()
         };

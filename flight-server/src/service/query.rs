@@ -172,6 +172,7 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
             "a fragment ticket must hold a query".into(),
         ));
     }
+    tracing::debug!(query_id = %fragment.query_id, coordinator = %fragment.coordinator, "running a fragment");
     let values = crate::node::fragment_values(&fragment)?;
     let reads = node.fragment_reads(&fragment).await?;
     // A scatter scan's own endpoint on the node that planned it stands for the whole query.
@@ -300,6 +301,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
         let mut sent_rows = 0u64;
+        let mut sent_bytes = 0u64;
         let outcome = (|| -> Result<()> {
             let mut conn = worker.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
@@ -332,6 +334,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                     coalescer.push_batch(batch)?;
                     while let Some(out) = coalescer.next_completed_batch() {
                         sent_rows += out.num_rows() as u64;
+                        sent_bytes += out.get_array_memory_size() as u64;
                         if tx.blocking_send(Ok(out)).is_err() {
                             return Ok(()); // the client went away
                         }
@@ -340,6 +343,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 coalescer.finish_buffered_batch()?;
                 while let Some(out) = coalescer.next_completed_batch() {
                     sent_rows += out.num_rows() as u64;
+                    sent_bytes += out.get_array_memory_size() as u64;
                     if tx.blocking_send(Ok(out)).is_err() {
                         return Ok(());
                     }
@@ -363,6 +367,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
             sql: logged_sql,
             duration: started.elapsed(),
             rows: sent_rows,
+            bytes: sent_bytes,
             status: match &outcome {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!(
