@@ -568,10 +568,22 @@ impl Node {
         let _maintenance = rt.maintenance.lock().await;
         // An unfinished generation from a failed flush first, then the current one.
         let rounds = if rt.level().pending { 2 } else { 1 };
+        let mut flushed = false;
         for _ in 0..rounds {
             if !self.flush_one(rt).await? {
                 break;
             }
+            flushed = true;
+        }
+        // The cluster learns at once that the rows are in Parquet, not at the next heartbeat: a
+        // node that dies right after a flush must not look as if it held them still.
+        if flushed
+            && !self.unflushed_tables().contains(&rt.id)
+            && let Some(m) = self.membership()
+            && !m.is_static()
+            && let Err(e) = m.publish_unflushed().await
+        {
+            warn!(table = %rt.name, error = %e, "publishing unflushed marks after a flush failed");
         }
         Ok(())
     }
