@@ -191,6 +191,7 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
         reads,
         expected: None,
         distribution,
+        started: (crate::system::now_ms(), std::time::Instant::now()),
     };
     execute(node, query).await
 }
@@ -232,6 +233,8 @@ struct Execution {
     /// Names and types to give the result, if `sql` is not the user's statement.
     expected: Option<SchemaRef>,
     distribution: Distribution,
+    /// When the query started (before its fragments ran), for the log.
+    started: (i64, std::time::Instant),
 }
 
 /// Starts `sql` on a blocking thread; returns once DuckDB has produced the result schema (or an
@@ -242,6 +245,7 @@ pub(crate) async fn run(
     sql: String,
     values: Vec<Value>,
 ) -> Result<FlightDataStream> {
+    let started = (crate::system::now_ms(), std::time::Instant::now());
     let prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
     let query = match prepared {
         Some(p) => Execution {
@@ -252,6 +256,7 @@ pub(crate) async fn run(
             reads: p.reads,
             expected: p.expected,
             distribution: p.distribution,
+            started,
         },
         None => Execution {
             reads: node.prepare_reads(&sql).await?,
@@ -264,6 +269,7 @@ pub(crate) async fn run(
                 shape: "local",
                 ..Distribution::default()
             },
+            started,
         },
     };
     execute(node, query).await
@@ -280,6 +286,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         reads,
         expected,
         distribution,
+        started: (started_ms, started),
     } = query;
     let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
@@ -294,8 +301,6 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         })?;
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
-    let started_ms = crate::system::now_ms();
-    let started = std::time::Instant::now();
     let user = crate::auth::current().map(|id| id.user);
     tokio::task::spawn_blocking(move || {
         let mut schema_tx = Some(schema_tx);
