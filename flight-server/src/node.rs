@@ -92,6 +92,8 @@ pub struct Node {
     in_flight: InFlight,
     /// Signalled when buffer space is freed (a flush finished, a table was dropped).
     space: Notify,
+    /// Buffer bytes admitted appends hold before their rows reach a buffer.
+    reserved_bytes: parking_lot::Mutex<u64>,
     /// Set when the node stopped accepting writes: why.
     writes_stopped: parking_lot::Mutex<Option<String>>,
     /// Set when a logged record could not be buffered: flushes and WAL truncation stop until a
@@ -243,6 +245,7 @@ impl Node {
             wal: Arc::new(wal),
             in_flight: InFlight::default(),
             space: Notify::new(),
+            reserved_bytes: parking_lot::Mutex::new(0),
             writes_stopped: parking_lot::Mutex::new(None),
             needs_replay: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),

@@ -43,8 +43,11 @@ def run_all(n, work):
 
 
 def test_overload_is_refused_cleanly_and_nothing_acknowledged_is_lost(make_node):
+    # The buffer bound is small next to what the writers send (12 × 3.2 MB): writers wait for
+    # flushes to free space, and are refused if none comes in time.
     node = make_node("--max-queries", "2", "--max-ingest-streams", "2",
-                     "--memory-limit", "512MB")
+                     "--memory-limit", "512MB", "--max-buffer-bytes", str(8 * 1024 * 1024),
+                     "--buffer-wait", "2s")
 
     def slow_query(_):
         with node.connect() as conn:
@@ -70,7 +73,12 @@ def test_overload_is_refused_cleanly_and_nothing_acknowledged_is_lost(make_node)
     assert all(exhausted(m) or "already exists" in m for m in refused), refused
     with node.connect() as conn:
         n = query(conn, "SELECT count(*) AS n FROM loaded").column("n")[0].as_py()
-    assert n == rows * len(acked), (n, len(acked))
+        # Every acknowledged batch exactly once, and the buffer within its bound.
+        assert n == rows * len(acked), (n, len(acked))
+        assert query(conn, "SELECT count(DISTINCT k) AS d FROM loaded").column("d")[0].as_py() == rows
+    buffered = [float(line.split()[1]) for line in node.http_get("/metrics").splitlines()
+                if line.startswith("skein_buffer_bytes ")]
+    assert buffered and buffered[0] <= 8 * 1024 * 1024, buffered
 
     # One message larger than the node takes (64 MiB): refused, nothing lands.
     big = pa.table({"s": pa.array(["x" * 1024] * (70 * 1024))})

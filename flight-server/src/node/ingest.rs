@@ -146,7 +146,7 @@ impl Node {
         let rows = fitted.num_rows() as u64;
         let bytes = fitted.get_array_memory_size() as u64;
         // Wait for space before taking the gate: a flush needs the gate to free space.
-        self.reserve(bytes).await?;
+        let reservation = self.reserve(bytes).await?;
         let gate = Arc::clone(&rt.ingest_gate).read_owned().await;
         if !Arc::ptr_eq(&schema, &rt.schema()) {
             // A column was added meanwhile.
@@ -162,6 +162,8 @@ impl Node {
         let seq = tokio::spawn(async move {
             let _gate = gate;
             let _mark = mark;
+            // Held until the rows are in the buffer, where they count by themselves.
+            let _reservation = reservation;
             let token = node.in_flight.register(node.wal.last_seq());
             let appended = node.append_logged(&target, fitted, payload).await;
             node.in_flight.finish(token);
@@ -255,7 +257,7 @@ impl Node {
     }
 
     /// Waits until `bytes` more fit under `--max-buffer-bytes`, up to `--buffer-wait`.
-    async fn reserve(&self, bytes: u64) -> Result<()> {
+    async fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
         let limit = self.config.wal.max_buffer_bytes;
         let deadline = tokio::time::Instant::now() + self.config.wal.buffer_wait;
         let mut waited = false;
@@ -263,11 +265,20 @@ impl Node {
             let freed = self.space.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let used = self.buffered_bytes();
-            // A batch larger than the whole bound still goes in alone.
-            if used == 0 || used + bytes <= limit {
-                return Ok(());
+            {
+                // Checked and taken in one step: writers that wait at once cannot all pass.
+                let mut reserved = self.reserved_bytes.lock();
+                let used = self.buffered_bytes() + *reserved;
+                // A batch larger than the whole bound still goes in alone.
+                if used == 0 || used + bytes <= limit {
+                    *reserved += bytes;
+                    return Ok(Reservation {
+                        node: Arc::clone(self),
+                        bytes,
+                    });
+                }
             }
+            let used = self.buffered_bytes();
             if !waited {
                 waited = true;
                 self.metrics.ingest_waits.inc();
@@ -309,5 +320,21 @@ impl Node {
             .wal_segments
             .set(self.wal.segment_count() as i64);
         Ok(())
+    }
+}
+
+/// Buffer space taken by an append between its admission and its rows reaching the buffer.
+#[derive(Debug)]
+pub(super) struct Reservation {
+    node: Arc<Node>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.node.reserved_bytes.lock();
+        *reserved = reserved.saturating_sub(self.bytes);
+        drop(reserved);
+        self.node.space.notify_waiters();
     }
 }
