@@ -310,6 +310,22 @@ impl Membership {
         shared.write_marks(&mut written, None).await
     }
 
+    /// Deletes the unflushed marks of `node_id` (a node that is gone for good) and returns the
+    /// table ids they listed. The caller checks that the node is not a live member.
+    pub async fn forget(&self, node_id: &str) -> Result<BTreeSet<u64>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(BTreeSet::new());
+        };
+        let shared = &cluster.shared;
+        let marked = shared.store.unflushed_of(node_id).await?;
+        shared
+            .store
+            .write_unflushed(node_id, &BTreeSet::new())
+            .await?;
+        shared.unflushed.write().remove(node_id);
+        Ok(marked)
+    }
+
     /// Stops the heartbeat and the watch *without* deregistering, as if the process had died:
     /// the member key expires after its TTL and the unflushed marks stay. For tests and for
     /// crash-like shutdowns; [`Membership::leave`] is the clean way out.

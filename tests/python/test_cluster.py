@@ -1033,6 +1033,28 @@ def test_rows_only_a_killed_node_buffered_fail_loudly_until_it_returns(cluster3)
             expect_unavailable(node, q.sql, "n2")
     check_corpus([n1, n3], oracle, kept_queries, "kept")
 
+    # An operator whose node is lost for good may give its rows up (admin action); a live member
+    # cannot be forgotten. Then queries answer again, without n2's 2000 buffered rows.
+    client = n1.flight_client()
+    with pytest.raises((flight.FlightError, pa.ArrowException), match="live member"):
+        list(client.do_action(flight.Action("skein.forget_node", b'{"node": "n3"}')))
+    with pytest.raises((flight.FlightError, pa.ArrowException), match="forget_node"):
+        list(client.do_action(flight.Action("skein.forget_node", b'{"nod": "n2"}')))
+    forgot = [json.loads(r.body.to_pybytes()) for r in
+              client.do_action(flight.Action("skein.forget_node", b'{"node": "n2"}'))]
+    assert forgot == [{"node": "n2", "tables": ["held"]}], forgot
+    wait_for(lambda: up_and_gone(n1) == (["n1", "n3"], []), "n2 to be forgotten on n1")
+    def answers_without_n2(node):
+        try:
+            with node.connect() as conn:
+                return query(conn, "SELECT count(*) AS n FROM held").to_pylist() == [{"n": 4_000}]
+        except adbc_driver_manager.Error as e:  # n2's marks not yet dropped by its watch
+            assert is_unavailable(e) and names_node(e, "n2"), repr(e)
+            return False
+
+    for node in (n1, n3):  # each learns it from Redis at its next watch
+        wait_for(lambda: answers_without_n2(node), f"{node.node_id} to answer without n2's rows")
+
     # Back with the same id and data directory: it replays its WAL and the answers are whole.
     c.restart(n2)
     c.wait_all_members(3)

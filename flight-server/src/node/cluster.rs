@@ -114,6 +114,34 @@ impl Node {
         None
     }
 
+    /// Clears the unflushed marks of `node_id`, a node out of the ring that will not return;
+    /// returns the names of the tables whose rows it held.
+    pub async fn forget_node(&self, node_id: &str) -> Result<Vec<String>> {
+        let Some(m) = self.membership.get().filter(|m| !m.is_static()) else {
+            return Err(Error::InvalidArgument(
+                "this node is not part of a cluster (no --redis-url)".into(),
+            ));
+        };
+        if m.ring().member(node_id).is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "node {node_id} is a live member of the cluster; stop it (it flushes as it \
+                 leaves) instead of forgetting it"
+            )));
+        }
+        let ids = m.forget(node_id).await?;
+        let snapshot = self.catalog.snapshot();
+        let names = ids
+            .iter()
+            .map(|id| {
+                snapshot
+                    .table_by_id(*id)
+                    .map_or_else(|| format!("(dropped table {id})"), |t| t.name.clone())
+            })
+            .collect();
+        tracing::warn!(node = %node_id, tables = ?ids, "forgot a departed node's unflushed rows");
+        Ok(names)
+    }
+
     /// The node's membership (a static one of one until [`Node::join_cluster`] ran).
     pub fn membership(&self) -> Option<&Arc<Membership>> {
         self.membership.get()

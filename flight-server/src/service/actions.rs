@@ -27,6 +27,8 @@ pub(crate) const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 pub(crate) const SNAPSHOT: &str = "skein.snapshot";
 pub(crate) const SNAPSHOTS: &str = "skein.snapshots";
 pub(crate) const RESTORE: &str = "skein.restore";
+/// Name of the action that clears a departed node's unflushed marks.
+pub(crate) const FORGET_NODE: &str = "skein.forget_node";
 
 pub(crate) fn custom_actions() -> Vec<ActionType> {
     vec![
@@ -46,6 +48,14 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
             r#type: NODES.into(),
             description: "The cluster's members, one result per node: a JSON object with \
                           node_id, address (Flight host:port), version and state. Body: empty"
+                .into(),
+        },
+        ActionType {
+            r#type: FORGET_NODE.into(),
+            description: "Give up the unflushed rows of a node that is out of the cluster and \
+                          will not come back (its disk is lost): queries on its tables answer \
+                          again, without those rows. Body: JSON {\"node\": id}; result: JSON \
+                          {node, tables}. Admin only; refused for a live member"
                 .into(),
         },
         ActionType {
@@ -150,6 +160,25 @@ fn nodes(node: &Node, local_addr: Option<SocketAddr>) -> DoActionStream {
         Some(local) if listen.port() == 0 || listen.ip().is_unspecified() => local,
         _ => listen,
     };
+    let ring = node.ring();
+    if ring.len() > 1 {
+        let results: Vec<_> = ring
+            .members()
+            .iter()
+            .map(|m| {
+                let member = serde_json::json!({
+                    "node_id": m.node_id,
+                    "address": m.address,
+                    "version": m.version,
+                    "state": "serving",
+                });
+                Ok(arrow_flight::Result {
+                    body: Bytes::from(member.to_string()),
+                })
+            })
+            .collect();
+        return Box::pin(futures::stream::iter(results));
+    }
     let member = serde_json::json!({
         "node_id": node.config.node_id,
         "address": address.to_string(),
@@ -200,6 +229,22 @@ pub(crate) async fn fallback(
             Ok(single(Bytes::from(body.to_string())))
         }
         NODES => Ok(nodes(node, local_addr)),
+        FORGET_NODE => {
+            crate::auth::require(crate::auth::Role::Admin, "forget a node")?;
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Request {
+                node: String,
+            }
+            let request: Request = serde_json::from_slice(&action.body).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "the forget_node action's body must be JSON {{\"node\": \"<node id>\"}}: {e}"
+                ))
+            })?;
+            let tables = node.forget_node(&request.node).await?;
+            let body = serde_json::json!({ "node": request.node, "tables": tables });
+            Ok(single(Bytes::from(body.to_string())))
+        }
         SNAPSHOT => {
             crate::auth::require(crate::auth::Role::Admin, "take catalog snapshots")?;
             Ok(single(json_result(&node.take_snapshot().await?)?))
