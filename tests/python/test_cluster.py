@@ -898,6 +898,17 @@ def test_insert_select_and_ctas_read_rows_buffered_on_every_node(loaded):
                 compare(query(conn, got_sql), loaded.oracle.query(want_sql), ordered=False)
 
 
+def test_a_table_created_on_one_node_is_queryable_on_another_at_once(loaded):
+    n1, n3 = loaded.cluster["n1"], loaded.cluster["n3"]
+    for i in range(3):  # no wait between the DDL and the query: well inside the 1 s watch
+        with n1.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE fresh{i} AS SELECT range AS x FROM range(10)")
+            conn.commit()
+        with n3.connect() as conn:
+            assert query(conn, f"SELECT count(*) AS n, sum(x) AS s FROM fresh{i}").to_pylist() == [
+                {"n": 10, "s": 45}]
+
+
 # ---------------------------------------------------------------------------------------------
 # d. Nodes killed while queries run
 

@@ -146,6 +146,17 @@ impl Node {
         self.refresh_locked().await
     }
 
+    /// Before a statement is planned: takes in other nodes' changes if the catalog is shared, so
+    /// a table another node just created is known. A failure is logged; the node then plans
+    /// with what it knows.
+    pub async fn catch_up(self: &Arc<Self>) {
+        if self.catalog.is_shared()
+            && let Err(e) = self.refresh_catalog_if_idle().await
+        {
+            tracing::debug!(error = %e, "catalog refresh before planning failed");
+        }
+    }
+
     /// Like [`Node::refresh_catalog`], but returns at once if a refresh is under way (a query
     /// then runs on the snapshot it has rather than waiting behind a slow change).
     pub async fn refresh_catalog_if_idle(self: &Arc<Self>) -> Result<()> {

@@ -31,6 +31,7 @@ pub(crate) async fn create(
     sql: String,
 ) -> Result<ActionCreatePreparedStatementResult> {
     let plan = plan(&sql, node.engine.catalog_name())?;
+    node.catch_up().await;
     let is_query = plan.is_query();
     let unparsed = matches!(plan, Plan::Unparsed);
     let worker = Arc::clone(node);

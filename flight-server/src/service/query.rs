@@ -65,6 +65,7 @@ pub(crate) async fn statement_info(
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
     let plan = plan(sql, node.engine.catalog_name())?;
+    node.catch_up().await;
     let query_id = uuid::Uuid::new_v4().to_string();
     if !plan.is_query() {
         let count = node.execute_update(sql, parameters).await?;
