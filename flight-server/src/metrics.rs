@@ -106,8 +106,8 @@ impl Metrics {
             let _ = registry.register(Box::new(h.clone()));
             h
         };
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
                 .unwrap_or_else(|_| unreachable_metric());
             let _ = registry.register(Box::new(c.clone()));
             c
@@ -171,33 +171,26 @@ impl Metrics {
             ),
             cache_evictions: gauge("cache_evictions_total", "Cache entries evicted"),
             cache_bytes: gauge("cache_bytes", "Bytes held in the local cache"),
-            table_requests: {
-                let c = IntCounterVec::new(
-                    Opts::new(
-                        "table_requests_total",
-                        "Per table: batches ingested (kind ingest) and queries reading it (kind query)",
-                    ),
-                    &["table", "kind"],
-                )
-                .unwrap_or_else(|_| unreachable_metric());
-                let _ = registry.register(Box::new(c.clone()));
-                c
-            },
+            table_requests: counter_vec(
+                "table_requests_total",
+                "Per table: batches ingested (kind ingest) and queries reading it (kind query)",
+                &["table", "kind"],
+            ),
             query_shapes: counter_vec(
                 "query_shapes_total",
                 "Queries by how they ran across the cluster",
-                "shape",
+                &["shape"],
             ),
             fragments: counter_vec(
                 "peer_fragments_total",
                 "Query fragments run on peers by this node as coordinator",
-                "peer",
+                &["peer"],
             ),
-            peer_rows: counter_vec("peer_rows_total", "Rows peers sent this node", "peer"),
+            peer_rows: counter_vec("peer_rows_total", "Rows peers sent this node", &["peer"]),
             peer_bytes: counter_vec(
                 "peer_bytes_total",
                 "Arrow bytes peers sent this node",
-                "peer",
+                &["peer"],
             ),
             registry,
         }

@@ -177,6 +177,15 @@ fn column_list(columns: &[ColumnMeta]) -> String {
         .join(", ")
 }
 
+/// `name TYPE, …` of `columns`, for a table with the same columns.
+pub fn column_defs(columns: &[ColumnMeta]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The name of the view `main.<name>` reads: a query's temporary view, or the permanent one.
 pub fn inner_view(id: u64) -> String {
     ident(&format!("__skein_t{id}"))
@@ -300,12 +309,7 @@ impl TableRuntime {
         paths: &[String],
     ) -> Result<Self> {
         let conn = engine.connect()?;
-        let defs = meta
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let defs = column_defs(&meta.columns);
         let generation = 1;
         transaction(
             &conn,

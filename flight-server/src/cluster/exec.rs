@@ -454,12 +454,7 @@ async fn gather(
         let table = name.clone();
         blocking(move || {
             let conn = worker.engine.pooled()?;
-            let defs = meta
-                .columns
-                .iter()
-                .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let defs = crate::table::column_defs(&meta.columns);
             conn.execute_batch(&format!(
                 "CREATE OR REPLACE TABLE {BUFFER_SCHEMA}.{} ({defs})",
                 ident(&table)

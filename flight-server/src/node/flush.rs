@@ -1,0 +1,263 @@
+//! Flushing: a table's buffer generation written to Parquet, uploaded and committed to the
+//! manifest with the node's WAL position in one step; the background flusher that decides when;
+//! and the per-table thresholds (`ALTER TABLE … SET (…)`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
+use tracing::{info, warn};
+
+use super::{Node, blocking, now_ms};
+use crate::error::{Error, Result};
+use crate::table::{FlushGeneration, TableRuntime};
+
+impl Node {
+    /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
+    pub async fn flush_table(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<()> {
+        let _maintenance = rt.maintenance.lock().await;
+        // An unfinished generation from a failed flush first, then the current one.
+        let rounds = if rt.level().pending { 2 } else { 1 };
+        let mut flushed = false;
+        for _ in 0..rounds {
+            if !self.flush_one(rt).await? {
+                break;
+            }
+            flushed = true;
+        }
+        // The cluster learns at once that the rows are in Parquet, not at the next heartbeat: a
+        // node that dies right after a flush must not look as if it held them still.
+        if flushed
+            && !self.unflushed_tables().contains(&rt.id)
+            && let Some(m) = self.membership()
+            && !m.is_static()
+            && let Err(e) = m.publish_unflushed().await
+        {
+            warn!(table = %rt.name, error = %e, "publishing unflushed marks after a flush failed");
+        }
+        Ok(())
+    }
+
+    async fn flush_one(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<bool> {
+        if self.needs_replay.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::WritesStopped(
+                "flushes are stopped until a restart replays the WAL".into(),
+            ));
+        }
+        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+            return Ok(false);
+        };
+        let paths = self.paths(&meta)?;
+        let (begin_rt, begin_meta) = (Arc::clone(rt), meta.clone());
+        let begun = {
+            // No append is between its WAL record and its buffer while the generation swaps.
+            let _gate = rt.ingest_gate.write().await;
+            blocking(move || begin_rt.begin_flush(&begin_meta, &paths)).await?
+        };
+        let Some(FlushGeneration {
+            id: generation,
+            max_seq,
+            file,
+        }) = begun
+        else {
+            return Ok(false);
+        };
+        // The key is chosen once per generation, before the upload, so a retry overwrites its
+        // own object and commits it once. The random part keeps keys unique even if a table's
+        // file numbers start again (a catalog restored from an older snapshot).
+        let (key, seq) = file.unwrap_or_else(|| {
+            let seq = meta.next_file_seq;
+            let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            let key = format!(
+                "tables/{}/{}-{seq:020}-{unique}.parquet",
+                rt.id, self.config.node_id
+            );
+            (key, seq)
+        });
+        rt.set_flush_file(generation, &key, seq);
+        let listed = self
+            .catalog
+            .snapshot()
+            .table_by_id(rt.id)
+            .is_some_and(|t| t.files.iter().any(|f| f.key == key));
+        if listed {
+            // An earlier attempt committed the file and failed to switch the view.
+            let meta = self
+                .catalog
+                .snapshot()
+                .table_by_id(rt.id)
+                .cloned()
+                .ok_or_else(|| Error::UnknownTable {
+                    table: rt.name.clone(),
+                })?;
+            let paths = self.paths(&meta)?;
+            self.sync_meta(rt);
+            let finish_rt = Arc::clone(rt);
+            blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
+            self.space.notify_waiters();
+            return Ok(true);
+        }
+        let started = std::time::Instant::now();
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.parquet", uuid::Uuid::new_v4()));
+        let (write_rt, write_tmp) = (Arc::clone(rt), tmp.clone());
+        let written = blocking(move || {
+            let rows = write_rt.write_parquet(generation, &write_tmp)?;
+            let (_, stats) = read_file_stats(&write_tmp)?;
+            Ok((rows, stats))
+        })
+        .await;
+        let (rows, stats) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let bytes = match self.store.put_file(&key, &tmp).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
+        let file = FileMeta {
+            key: key.clone(),
+            rows,
+            bytes,
+            columns,
+            stats,
+            created_at_ms: now_ms(),
+            node: Some(self.config.node_id.clone()),
+            max_seq,
+        };
+        let id = rt.id;
+        let node_id = self.config.node_id.clone();
+        let committed = self
+            .catalog
+            .update(|s: &mut CatalogState| -> Result<Option<TableMeta>> {
+                let Some(t) = s.table_by_id_mut(id) else {
+                    return Ok(None);
+                };
+                // Idempotent: a commit reported failed may have landed.
+                if !t.files.iter().any(|f| f.key == file.key) {
+                    t.files.push(file.clone());
+                }
+                t.next_file_seq = t.next_file_seq.max(seq + 1);
+                // The file and the WAL position it covers, in one commit.
+                if let Some(max_seq) = max_seq {
+                    let position = t.flushed_wal.entry(node_id.clone()).or_default();
+                    *position = (*position).max(max_seq);
+                }
+                Ok(Some(t.clone()))
+            })
+            .await?;
+        let Some(meta) = committed else {
+            // Dropped while flushing: nothing refers to the new object.
+            self.store.delete(&key).await?;
+            return Ok(false);
+        };
+        let paths = self.paths(&meta)?;
+        self.sync_meta(rt);
+        let finish_rt = Arc::clone(rt);
+        blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
+        self.space.notify_waiters();
+        self.metrics.flushes.inc();
+        self.metrics.flushed_rows.inc_by(rows);
+        if let Err(e) = self.truncate_wal().await {
+            warn!(error = %e, "WAL truncation failed; will retry after the next flush");
+        }
+        info!(table = %rt.name, rows, bytes, object_key = %key, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        Ok(true)
+    }
+
+    /// Flushes every table (or the one named) and returns once the rows are in Parquet.
+    pub async fn flush_all(self: &Arc<Self>, only: Option<&str>) -> Result<()> {
+        let targets = match only {
+            Some(name) => vec![self.table(name)?],
+            None => self.list_tables().into_iter().map(|(_, rt)| rt).collect(),
+        };
+        for rt in targets {
+            self.flush_table(&rt).await?;
+        }
+        Ok(())
+    }
+
+    /// A table's flush thresholds: its own options, else the node's defaults.
+    pub fn flush_limits(&self, rt: &TableRuntime) -> crate::config::FlushConfig {
+        let o = rt.meta().options;
+        let d = &self.config.flush;
+        crate::config::FlushConfig {
+            flush_rows: o.flush_rows.unwrap_or(d.flush_rows),
+            flush_bytes: o.flush_bytes.unwrap_or(d.flush_bytes),
+            flush_interval: o
+                .flush_interval_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.flush_interval),
+        }
+    }
+
+    /// Sets a table's options (`None` values go back to the node default).
+    pub async fn set_table_options(
+        self: &Arc<Self>,
+        name: &str,
+        changes: Vec<(&'static str, Option<u64>)>,
+    ) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let rt = self.table(name)?;
+        let id = rt.id;
+        self.catalog
+            .update(|s: &mut CatalogState| -> Result<()> {
+                let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
+                    table: name.to_string(),
+                })?;
+                for (key, value) in &changes {
+                    match *key {
+                        "flush_rows" => t.options.flush_rows = *value,
+                        "flush_bytes" => t.options.flush_bytes = *value,
+                        _ => t.options.flush_interval_ms = *value,
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.sync_meta(&rt);
+        self.flush_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Flushes buffers that pass a threshold, until shutdown.
+    pub async fn run_flusher(self: Arc<Self>) {
+        let tick = self.config.flush.flush_interval.min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.flush_wakeup.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            // Near the buffer bound, every buffer is due, so that writers get space soon.
+            let pressed = self.buffered_bytes() >= self.config.wal.max_buffer_bytes / 2;
+            for (_, rt) in self.list_tables() {
+                if rt.has_retired() {
+                    let reap_rt = Arc::clone(&rt);
+                    if let Err(e) = blocking(move || reap_rt.reap()).await {
+                        warn!(table = %rt.name, error = %e, "dropping flushed buffer generations failed");
+                    }
+                }
+                let level = rt.level();
+                let flush = self.flush_limits(&rt);
+                let due = (pressed && level.rows > 0)
+                    || level.pending
+                    || level.rows >= flush.flush_rows
+                    || level.bytes >= flush.flush_bytes
+                    || level.age.is_some_and(|a| a >= flush.flush_interval);
+                if due && let Err(e) = self.flush_table(&rt).await {
+                    self.metrics.flush_failures.inc();
+                    warn!(table = %rt.name, error = %e, "flush failed; will retry");
+                }
+            }
+        }
+    }
+}
