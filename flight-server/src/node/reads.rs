@@ -222,10 +222,12 @@ impl Node {
         if self.catalog.is_shared() {
             let known = self.catalog.snapshot();
             if planned > (known.epoch, known.version)
+                // A table the catalog may know already while its runtime is still being
+                // opened (a refresh under way): waiting for the refresh lock covers both.
                 || fragment
                     .tables
                     .iter()
-                    .any(|t| known.table_by_id(t.table_id).is_none())
+                    .any(|t| self.table_by_id(t.table_id).is_none())
             {
                 self.refresh_catalog().await?;
             }
