@@ -88,6 +88,14 @@ impl Client {
         Ok(Self { sql, options })
     }
 
+    /// A clone of this client that sends the metadata `key: value` with every call (e.g. a
+    /// request id), sharing the connection.
+    pub fn with_header(&self, key: &str, value: &str) -> Self {
+        let mut client = self.clone();
+        client.sql.set_header(key, value);
+        client
+    }
+
     /// The options this client was connected with.
     pub fn options(&self) -> &ConnectOptions {
         &self.options

@@ -144,6 +144,25 @@ pub fn check_relations(statement: &sqlparser::ast::Statement) -> Result<()> {
 
 tokio::task_local! {
     static CALLER: Option<Identity>;
+    static REQUEST_ID: String;
+}
+
+/// The metadata key of a request's id: a client may send one (up to 128 letters, digits and
+/// `-_.:`), else the node makes one up; either way the answer carries it back, the node's
+/// logs name it, and the node passes it on to peers that serve part of the request.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The id of the request being served (empty outside one).
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(|r| r.clone()).unwrap_or_default()
 }
 
 /// The caller of the request being served, if authentication is on.
@@ -405,20 +424,42 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
         // The service that was polled ready serves this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(auth) = self.auth.clone() else {
-            return Box::pin(CALLER.scope(None, inner.call(request)));
-        };
-        let header = request
+        let request_id = request
             .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match auth.check(header) {
-            Ok(id) => Box::pin(CALLER.scope(Some(id), inner.call(request))),
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
-        }
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| valid_request_id(v))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let span =
+            tracing::info_span!("rpc", request_id = %request_id, path = %request.uri().path());
+        let echo = http::HeaderValue::from_str(&request_id).ok();
+        let caller = match &self.auth {
+            None => Ok(None),
+            Some(auth) => auth
+                .check(
+                    request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                )
+                .map(Some),
+        };
+        let answer = async move {
+            let mut response = match caller {
+                Ok(id) => CALLER.scope(id, inner.call(request)).await?,
+                Err(status) => status.into_http(),
+            };
+            if let Some(v) = echo {
+                response.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            Ok(response)
+        };
+        Box::pin(REQUEST_ID.scope(request_id, answer).instrument(span))
     }
 }
 

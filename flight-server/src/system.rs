@@ -34,7 +34,7 @@ const TABLES: &[(&str, &str)] = &[
         "skein_query_log",
         "started_at TIMESTAMP, user_name VARCHAR, query VARCHAR, duration_ms DOUBLE, \
          rows BIGINT, status VARCHAR, bytes BIGINT, query_id VARCHAR, shape VARCHAR, fragments INTEGER, \
-         shipped_rows BIGINT, shipped_bytes BIGINT, peers VARCHAR",
+         shipped_rows BIGINT, shipped_bytes BIGINT, peers VARCHAR, request_id VARCHAR",
     ),
 ];
 
@@ -84,6 +84,8 @@ pub struct LoggedQuery {
     pub status: String,
     /// Its id.
     pub query_id: String,
+    /// The id of the request that ran it (the client's `x-request-id`, or one the node made up).
+    pub request_id: String,
     /// How it ran across the cluster.
     pub distribution: Distribution,
 }
@@ -301,7 +303,7 @@ pub fn statements(
                 let d = &q.distribution;
                 let peers = serde_json::to_string(&d.peers).unwrap_or_default();
                 format!(
-                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                    "(make_timestamp({} * 1000), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     q.started_ms,
                     opt_text(q.user.as_deref()),
                     text(&q.sql),
@@ -314,7 +316,8 @@ pub fn statements(
                     d.fragments,
                     d.shipped_rows(),
                     d.shipped_bytes(),
-                    text(&peers)
+                    text(&peers),
+                    text(&q.request_id)
                 )
             })
             .collect();

@@ -113,8 +113,10 @@ class Node:
     def uri(self) -> str:
         return f"grpc://{self.flight_addr}"
 
-    def connect(self):
-        return flightsql.connect(self.uri, autocommit=True)
+    def connect(self, headers: dict = None):
+        """An ADBC connection; `headers` are sent as gRPC metadata with every call."""
+        kwargs = {f"adbc.flight.sql.rpc.call_header.{k}": v for k, v in (headers or {}).items()}
+        return flightsql.connect(self.uri, db_kwargs=kwargs or None, autocommit=True)
 
     def flight_client(self) -> flight.FlightClient:
         return flight.FlightClient(self.uri)

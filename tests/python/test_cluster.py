@@ -878,6 +878,59 @@ def test_partial_aggregation_ships_partials_and_gather_ships_buffers(loaded):
     assert row["shipped_rows"] == 3_000, row
 
 
+class RecordHeaders(flight.ClientMiddlewareFactory):
+    """Keeps the headers of every answer a pyarrow Flight client receives."""
+
+    def __init__(self):
+        self.received = []
+
+    def start_call(self, info):
+        factory = self
+
+        class Middleware(flight.ClientMiddleware):
+            def received_headers(self, headers):
+                factory.received.append(headers)
+
+        return Middleware()
+
+
+def test_a_request_id_travels_to_the_peers_and_back(loaded):
+    c = loaded.cluster
+    n1 = c["n1"]
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    sql = "SELECT status, count(*) AS n FROM orders GROUP BY status"
+    with n1.connect(headers={"x-request-id": request_id}) as conn:
+        compare(query(conn, sql), loaded.oracle.query(sql), ordered=False)
+    with n1.connect() as conn:
+        rows = query(conn, "SELECT shape, query_id FROM skein_query_log "
+                           f"WHERE request_id = '{request_id}'").to_pylist()
+    assert [r["shape"] for r in rows] == ["partial"], rows
+    # Each peer ran its fragment under the same request id (and the query's id).
+    for p in c.others(n1):
+        with p.connect() as conn:
+            parts = query(conn, "SELECT shape, query_id FROM skein_query_log "
+                                f"WHERE request_id = '{request_id}'").to_pylist()
+        assert parts == [{"shape": "fragment", "query_id": rows[0]["query_id"]}], (p.node_id, parts)
+
+    # The answer carries the id back: the client's own, or one the node made up; an id with
+    # characters outside the allowed set is replaced, not echoed.
+    headers = RecordHeaders()
+    client = flight.FlightClient(n1.uri, middleware=[headers])
+    for sent in [request_id, None, "bad id!"]:
+        options = flight.FlightCallOptions(
+            headers=[(b"x-request-id", sent.encode())] if sent else [])
+        headers.received.clear()
+        list(client.list_actions(options))
+        # Headers and trailers arrive separately; the id is in the headers.
+        echoed = [v for h in headers.received for v in h.get("x-request-id", [])]
+        assert len(echoed) == 1, headers.received
+        if sent == request_id:
+            assert echoed[0] == request_id
+        else:
+            assert echoed[0] != (sent or "") and uuid.UUID(echoed[0]), echoed
+    client.close()
+
+
 def test_insert_select_and_ctas_read_rows_buffered_on_every_node(loaded):
     n1, n2 = loaded.cluster["n1"], loaded.cluster["n2"]
     # Every node holds buffered rows of orders: a copy made on n1 must hold them all.

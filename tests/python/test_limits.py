@@ -99,3 +99,18 @@ def test_overload_is_refused_cleanly_and_nothing_acknowledged_is_lost(make_node)
         tables = query(conn, "SELECT table_name FROM information_schema.tables").column(0).to_pylist()
         if "huge" in tables:
             assert query(conn, "SELECT count(*) AS n FROM huge").column("n")[0].as_py() == 0
+
+
+def test_a_query_past_the_memory_limit_is_refused_and_others_go_on(make_node):
+    # A list aggregate over 60 M rows cannot spill; under a 200 MB engine limit it runs out.
+    node = make_node("--memory-limit", "200MB")
+    with node.connect() as conn:
+        try:
+            query(conn, "SELECT length(list(x)) AS n FROM range(60000000) t(x)")
+            raised = None
+        except Exception as e:  # the message is checked below
+            raised = str(e)
+    assert raised and exhausted(raised) and "memory" in raised.lower(), raised
+    assert peak_rss_mb(node.proc.pid) < 1024
+    with node.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n FROM range(1000000)").column("n")[0].as_py() == 1000000

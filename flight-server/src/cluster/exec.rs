@@ -565,7 +565,11 @@ async fn fetch(
         reason,
     };
     let work = async {
-        let client = node.peer_client(&member.address).await?;
+        let mut client = node.peer_client(&member.address).await?;
+        let request_id = crate::auth::request_id();
+        if !request_id.is_empty() {
+            client = client.with_header(crate::auth::REQUEST_ID_HEADER, &request_id);
+        }
         let stream = client
             .fetch_ticket(fragment_ticket(fragment))
             .await

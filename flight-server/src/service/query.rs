@@ -303,7 +303,10 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
     let user = crate::auth::current().map(|id| id.user);
+    let request_id = crate::auth::request_id();
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut schema_tx = Some(schema_tx);
         let timer = worker.metrics.query_seconds.start_timer();
         let mut sent_rows = 0u64;
@@ -382,6 +385,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 ),
             },
             query_id: query_id.clone(),
+            request_id,
             distribution,
         });
         if let Err(e) = outcome {
