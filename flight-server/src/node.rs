@@ -383,6 +383,7 @@ impl Node {
                 }
                 state.next_table_id += 1;
                 let meta = TableMeta {
+                    retired: Vec::new(),
                     id: state.next_table_id,
                     name: name.to_string(),
                     columns: columns.clone(),

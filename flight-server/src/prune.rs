@@ -610,6 +610,7 @@ mod tests {
 
     fn table(name: &str, columns: &[(&str, &str)]) -> TableMeta {
         TableMeta {
+            retired: Vec::new(),
             id: 1,
             name: name.into(),
             columns: columns
@@ -630,6 +631,7 @@ mod tests {
 
     fn file(column: &str, min: StatValue, max: StatValue, nulls: u64) -> FileMeta {
         FileMeta {
+            partition: None,
             key: "k".into(),
             rows: 10,
             bytes: 1,

@@ -254,6 +254,7 @@ mod tests {
 
     fn file(key: &str, bytes: u64, created_at_ms: i64) -> FileMeta {
         FileMeta {
+            partition: None,
             key: key.into(),
             rows: 1,
             bytes,

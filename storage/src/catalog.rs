@@ -43,6 +43,10 @@ pub struct FileMeta {
     pub stats: Vec<ColumnStats>,
     /// When the file was committed, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The day (`YYYY-MM-DD`) of the table's time column all its rows fall on, if the table
+    /// has a time column and the rows have a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     /// The node whose buffer the file was flushed from (none for files merged from several).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -64,6 +68,23 @@ pub struct TableOptions {
     /// Flush the buffer when its oldest row is this old, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_interval_ms: Option<u64>,
+    /// The table's time column (DATE or TIMESTAMP): files are laid out by its day, and
+    /// retention measures age by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_column: Option<String>,
+    /// Drop files whose every row's time column is older than this, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+}
+
+/// A file taken out of the manifest (merged, rewritten or expired) whose object is deleted
+/// once no query can still be reading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiredFile {
+    /// The file as it was listed: a fragment planned on an older catalog may still name it.
+    pub file: FileMeta,
+    /// When its object may be deleted, milliseconds since the Unix epoch.
+    pub delete_after_ms: i64,
 }
 
 /// A table: its identity, columns, and files.
@@ -91,6 +112,9 @@ pub struct TableMeta {
     /// Settings of its own (`ALTER TABLE … SET (…)`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub options: TableOptions,
+    /// Files out of the manifest whose objects are not deleted yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredFile>,
 }
 
 fn is_default(o: &TableOptions) -> bool {
@@ -438,6 +462,7 @@ mod tests {
 
     fn table(id: u64, name: &str) -> TableMeta {
         TableMeta {
+            retired: Vec::new(),
             id,
             name: name.to_string(),
             columns: vec![ColumnMeta {

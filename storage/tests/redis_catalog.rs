@@ -71,6 +71,7 @@ async fn catalog(server: &RedisServer, cluster: &str) -> Catalog {
 
 fn table(name: &str) -> TableMeta {
     TableMeta {
+        retired: Vec::new(),
         id: 1,
         name: name.into(),
         columns: vec![ColumnMeta {
@@ -88,6 +89,7 @@ fn table(name: &str) -> TableMeta {
 
 fn file(key: String) -> FileMeta {
     FileMeta {
+        partition: None,
         key,
         rows: 1,
         bytes: 1,

@@ -124,6 +124,7 @@ impl Node {
         };
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let file = FileMeta {
+            partition: None,
             key: key.clone(),
             rows,
             bytes,
