@@ -31,6 +31,29 @@ pub struct FlushConfig {
     pub flush_interval: Duration,
 }
 
+/// Background file maintenance: merging small files, retention, deleting replaced objects.
+#[derive(Debug, Clone, Args)]
+pub struct CompactionConfig {
+    /// How often a node compacts the tables the ring gives it (`0s`: only on request, through
+    /// the `skein.compact` action).
+    #[arg(long, env = "SKEIN_COMPACTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub compaction_interval: Duration,
+    /// Size merged files come near, in bytes of Parquet; files of at most half of it count as
+    /// small.
+    #[arg(long, env = "SKEIN_COMPACTION_TARGET_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub compaction_target_bytes: u64,
+    /// Fewest small files worth merging into one.
+    #[arg(long, env = "SKEIN_COMPACTION_MIN_FILES", default_value_t = 4)]
+    pub compaction_min_files: usize,
+    /// Files younger than this are left alone.
+    #[arg(long, env = "SKEIN_COMPACTION_COOL_DOWN", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub compaction_cool_down: Duration,
+    /// How long a merged, rewritten or expired file's object stays after it left the manifest,
+    /// so queries planned before still read it; keep it longer than the longest query.
+    #[arg(long, env = "SKEIN_COMPACTION_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub compaction_grace: Duration,
+}
+
 /// When a WAL append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WalSync {
@@ -164,6 +187,9 @@ pub struct Config {
     /// Write-ahead log and buffer bound.
     #[command(flatten)]
     pub wal: WalSettings,
+    /// Compaction, retention and deferred deletion.
+    #[command(flatten)]
+    pub compaction: CompactionConfig,
     /// Object store and catalog.
     #[command(flatten)]
     pub storage: StorageConfig,
@@ -240,6 +266,13 @@ impl Config {
                 wal_skip_corrupt: false,
                 max_buffer_bytes: 1024 * 1024 * 1024,
                 buffer_wait: Duration::from_secs(30),
+            },
+            compaction: CompactionConfig {
+                compaction_interval: Duration::ZERO,
+                compaction_target_bytes: 128 * 1024 * 1024,
+                compaction_min_files: 4,
+                compaction_cool_down: Duration::from_secs(60),
+                compaction_grace: Duration::from_secs(600),
             },
             storage: StorageConfig::local(),
             query_threads: 2,

@@ -58,6 +58,10 @@ pub enum Error {
     /// A limit was reached (buffer space, sizes); the message names it.
     #[error("{0}")]
     ResourceExhausted(String),
+
+    /// A rewrite lost a race with another change to the same files.
+    #[error("{0}")]
+    Aborted(String),
     /// The node stopped accepting writes (after a failed WAL sync); the message says why.
     #[error("this node no longer accepts writes: {0}")]
     WritesStopped(String),
@@ -157,6 +161,7 @@ impl From<Error> for Status {
             ) => Code::InvalidArgument,
             Error::Membership(skein_ring::Error::Corrupt { .. }) => Code::Internal,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Aborted(_) => Code::Aborted,
             Error::Wal(skein_wal::Error::Poisoned(_) | skein_wal::Error::Closed) => {
                 Code::Unavailable
             }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the node, served as text on `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The node's metrics.
@@ -71,6 +71,18 @@ pub struct Metrics {
     pub peer_rows: IntCounterVec,
     /// Arrow bytes peers sent this node, by peer.
     pub peer_bytes: IntCounterVec,
+    /// Files of each table in the manifest.
+    pub table_files: IntGaugeVec,
+    /// Parquet bytes of each table's files.
+    pub table_bytes: IntGaugeVec,
+    /// File rewrites by table and kind (`merge`, `delete`, `update`, `expire`).
+    pub rewrites: IntCounterVec,
+    /// Files a rewrite took out of the manifest, by kind.
+    pub rewritten_files: IntCounterVec,
+    /// How long rewrites took, by kind.
+    pub rewrite_seconds: HistogramVec,
+    /// Objects of retired files deleted after their grace period.
+    pub deleted_objects: IntCounter,
 }
 
 impl Metrics {
@@ -111,6 +123,12 @@ impl Metrics {
                 .unwrap_or_else(|_| unreachable_metric());
             let _ = registry.register(Box::new(c.clone()));
             c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|_| unreachable_metric());
+            let _ = registry.register(Box::new(g.clone()));
+            g
         };
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(query_seconds.clone()));
@@ -191,6 +209,39 @@ impl Metrics {
                 "peer_bytes_total",
                 "Arrow bytes peers sent this node",
                 &["peer"],
+            ),
+            table_files: gauge_vec("table_files", "Files in a table's manifest", &["table"]),
+            table_bytes: gauge_vec(
+                "table_bytes",
+                "Parquet bytes of a table's files",
+                &["table"],
+            ),
+            rewrites: counter_vec(
+                "rewrites_total",
+                "File rewrites: merges, DELETE and UPDATE rewrites, retention drops",
+                &["table", "kind"],
+            ),
+            rewritten_files: counter_vec(
+                "rewritten_files_total",
+                "Files taken out of the manifest by rewrites",
+                &["kind"],
+            ),
+            rewrite_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new("rewrite_duration_seconds", "Time each rewrite took")
+                        .buckets(
+                            prometheus::exponential_buckets(0.005, 2.0, 14)
+                                .unwrap_or_else(|_| unreachable_metric()),
+                        ),
+                    &["kind"],
+                )
+                .unwrap_or_else(|_| unreachable_metric());
+                let _ = registry.register(Box::new(h.clone()));
+                h
+            },
+            deleted_objects: counter(
+                "deleted_objects_total",
+                "Objects of retired files deleted after their grace period",
             ),
             registry,
         }

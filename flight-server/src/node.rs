@@ -23,9 +23,11 @@ use crate::queries::{Queries, SchemaCache};
 use crate::table::TableRuntime;
 
 mod cluster;
+mod compact;
 mod flush;
 mod ingest;
 mod reads;
+mod rewrite;
 mod shared;
 pub use cluster::{AppendMark, Peers, fragment_values};
 use ingest::{InFlight, open_wal};
@@ -109,6 +111,10 @@ pub struct Node {
     peers: Peers,
     /// DuckDB's aggregate function names, for the planner.
     aggregates: std::sync::OnceLock<Arc<std::collections::HashSet<String>>>,
+    /// Local-store objects queries are reading (not deleted while they are).
+    pinned: reads::PinnedKeys,
+    /// Serialises compaction passes and DELETE/UPDATE rewrites on this node, per table id.
+    rewrites: parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// The embedded DuckDB; declared last so that it drops after the tables' connections.
     pub engine: Engine,
 }
@@ -253,6 +259,8 @@ impl Node {
             membership: std::sync::OnceLock::new(),
             peers: Peers::default(),
             aggregates: std::sync::OnceLock::new(),
+            pinned: Default::default(),
+            rewrites: Default::default(),
             engine,
         });
         Ok(node)
@@ -564,6 +572,19 @@ impl Node {
                 .set(s.downloaded_bytes.load(Relaxed) as i64);
             m.cache_evictions.set(s.evictions.load(Relaxed) as i64);
             m.cache_bytes.set(cache.cached_bytes() as i64);
+        }
+        let snapshot = self.catalog.snapshot();
+        self.metrics.table_files.reset();
+        self.metrics.table_bytes.reset();
+        for t in snapshot.tables.values() {
+            self.metrics
+                .table_files
+                .with_label_values(&[&t.name])
+                .set(t.files.len() as i64);
+            self.metrics
+                .table_bytes
+                .with_label_values(&[&t.name])
+                .set(t.files.iter().map(|f| f.bytes as i64).sum());
         }
     }
 

@@ -67,6 +67,7 @@ impl Server {
     pub async fn serve(self) -> Result<()> {
         let node = self.node;
         let flusher = tokio::spawn(Arc::clone(&node).run_flusher());
+        let compactor = tokio::spawn(Arc::clone(&node).run_compactor());
         let watchdog = tokio::spawn(Arc::clone(&node).run_query_watchdog());
         let catalog_watch = tokio::spawn(Arc::clone(&node).run_catalog_watch());
         let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
@@ -100,6 +101,7 @@ impl Server {
             .await;
         node.shutdown.cancel();
         let _ = flusher.await;
+        let _ = compactor.await;
         let _ = watchdog.await;
         let _ = catalog_watch.await;
         let _ = http.await;

@@ -27,6 +27,10 @@ pub enum Plan {
         or_replace: bool,
         /// The query of `CREATE TABLE … AS`.
         query: Option<String>,
+        /// Table options of `WITH (name = value, …)`.
+        options: Vec<(String, Option<String>)>,
+        /// The statement without its options, for DuckDB.
+        sql: String,
     },
     /// `DROP TABLE [IF EXISTS] a, b`.
     DropTable {
@@ -42,6 +46,9 @@ pub enum Plan {
         /// The parsed statement, to be retargeted by [`Plan::insert_into`].
         statement: Box<Statement>,
     },
+    /// `DELETE FROM table [WHERE …]` or `UPDATE table SET … [WHERE …]`: a copy-on-write
+    /// rewrite of the files that hold matching rows.
+    Rewrite(Rewrite),
     /// `ALTER TABLE table ADD COLUMN …` (one or more).
     AddColumns {
         /// The table.
@@ -54,6 +61,169 @@ pub enum Plan {
         /// Lower-cased option names with their values as written (`NULL`: the node default).
         options: Vec<(String, Option<String>)>,
     },
+}
+
+/// A DELETE or UPDATE, taken apart.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// The table it changes.
+    pub table: String,
+    /// The table as the statement names it, with its alias (`t AS x`).
+    pub relation: String,
+    /// The condition (`None`: every row).
+    pub selection: Option<String>,
+    /// For UPDATE, `(column, expression)` per assignment; empty for DELETE.
+    pub assignments: Vec<(String, String)>,
+    /// Whether it is an UPDATE.
+    pub update: bool,
+}
+
+impl Rewrite {
+    /// Whether a row matches, as a boolean expression that is never NULL.
+    fn hit(&self) -> String {
+        match &self.selection {
+            Some(c) => format!("coalesce(({c}), false)"),
+            None => "true".to_string(),
+        }
+    }
+
+    /// The relation with, per row, its assignments' values (`__skein_a<i>`) and whether it
+    /// matches (`__skein_hit`). Parameters appear in the statement's own order: assignments,
+    /// then the condition.
+    fn marked(&self) -> String {
+        let mut cols = vec!["*".to_string()];
+        for (i, (_, e)) in self.assignments.iter().enumerate() {
+            cols.push(format!("({e}) AS __skein_a{i}"));
+        }
+        cols.push(format!("{} AS __skein_hit", self.hit()));
+        format!("SELECT {} FROM {}", cols.join(", "), self.relation)
+    }
+
+    /// A query counting the rows the statement changes.
+    pub fn count_sql(&self) -> String {
+        format!(
+            "SELECT count(*) FROM ({}) AS __skein_m WHERE __skein_hit",
+            self.marked()
+        )
+    }
+
+    /// A query giving the table's rows after the statement, for columns `columns` (name, type).
+    pub fn result_sql(&self, columns: &[(String, String)]) -> String {
+        let marked = self.marked();
+        if !self.update {
+            let list: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
+            return format!(
+                "SELECT {} FROM ({marked}) AS __skein_m WHERE NOT __skein_hit",
+                list.join(", ")
+            );
+        }
+        let list: Vec<String> = columns
+            .iter()
+            .map(|(c, ty)| {
+                let assigned = self
+                    .assignments
+                    .iter()
+                    .rposition(|(a, _)| a.eq_ignore_ascii_case(c));
+                match assigned {
+                    Some(i) => format!(
+                        "CASE WHEN __skein_hit THEN CAST(__skein_a{i} AS {ty}) ELSE {q} END AS {q}",
+                        q = quote(c)
+                    ),
+                    None => quote(c),
+                }
+            })
+            .collect();
+        format!("SELECT {} FROM ({marked}) AS __skein_m", list.join(", "))
+    }
+
+    /// A query whose files-pruning filters are the statement's condition.
+    pub fn pruning_sql(&self) -> String {
+        match &self.selection {
+            Some(c) => format!("SELECT * FROM {} WHERE {c}", self.relation),
+            None => format!("SELECT * FROM {}", self.relation),
+        }
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Takes a DELETE or UPDATE apart; refuses the forms skein does not rewrite.
+fn rewrite_plan(statement: Statement, catalog: &str) -> Result<Rewrite> {
+    use sqlparser::ast::{AssignmentTarget, FromTable, TableFactor};
+    let unsupported = |what: &str| Error::Unsupported(format!("{what} is not supported"));
+    let single = |t: &sqlparser::ast::TableWithJoins| -> Result<(String, String)> {
+        if !t.joins.is_empty() {
+            return Err(unsupported("a join in DELETE or UPDATE"));
+        }
+        match &t.relation {
+            TableFactor::Table { name, .. } => {
+                Ok((table_name(name, catalog)?, t.relation.to_string()))
+            }
+            _ => Err(unsupported("DELETE or UPDATE of anything but a table")),
+        }
+    };
+    match statement {
+        Statement::Delete(d) => {
+            if !d.tables.is_empty() || d.using.is_some() {
+                return Err(unsupported("DELETE of several tables or with USING"));
+            }
+            if d.returning.is_some() || !d.order_by.is_empty() || d.limit.is_some() {
+                return Err(unsupported("DELETE with RETURNING, ORDER BY or LIMIT"));
+            }
+            let from = match &d.from {
+                FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+            };
+            let [t] = from.as_slice() else {
+                return Err(unsupported("DELETE from several tables"));
+            };
+            let (table, relation) = single(t)?;
+            Ok(Rewrite {
+                table,
+                relation,
+                selection: d.selection.as_ref().map(|e| e.to_string()),
+                assignments: Vec::new(),
+                update: false,
+            })
+        }
+        Statement::Update(u) => {
+            if u.from.is_some()
+                || u.returning.is_some()
+                || u.or.is_some()
+                || !u.order_by.is_empty()
+                || u.limit.is_some()
+            {
+                return Err(unsupported(
+                    "UPDATE with FROM, RETURNING, OR …, ORDER BY or LIMIT",
+                ));
+            }
+            let (table, relation) = single(&u.table)?;
+            let mut assignments = Vec::new();
+            for a in &u.assignments {
+                let AssignmentTarget::ColumnName(name) = &a.target else {
+                    return Err(unsupported("UPDATE of a tuple of columns"));
+                };
+                let column = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(|i| i.value.clone())
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!("UPDATE target {name} is not a column"))
+                    })?;
+                assignments.push((column, a.value.to_string()));
+            }
+            Ok(Rewrite {
+                table,
+                relation,
+                selection: u.selection.as_ref().map(|e| e.to_string()),
+                assignments,
+                update: true,
+            })
+        }
+        _ => Err(Error::Internal("not a DELETE or UPDATE".into())),
+    }
 }
 
 impl Plan {
@@ -105,6 +275,31 @@ fn table_name(name: &ObjectName, catalog: &str) -> Result<String> {
     }
 }
 
+/// Table options written `name = value`, names lower-cased, values as written (`None` for
+/// NULL).
+fn option_pairs(options: &[sqlparser::ast::SqlOption]) -> Result<Vec<(String, Option<String>)>> {
+    let mut out = Vec::new();
+    for o in options {
+        let sqlparser::ast::SqlOption::KeyValue { key, value } = o else {
+            return Err(Error::InvalidArgument(format!(
+                "table option {o} must be written name = value"
+            )));
+        };
+        let value = match value {
+            sqlparser::ast::Expr::Value(v) => match &v.value {
+                sqlparser::ast::Value::Null => None,
+                sqlparser::ast::Value::Number(n, _) => Some(n.clone()),
+                sqlparser::ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            },
+            sqlparser::ast::Expr::Identifier(i) => Some(i.value.clone()),
+            other => Some(other.to_string()),
+        };
+        out.push((key.value.to_lowercase(), value));
+    }
+    Ok(out)
+}
+
 /// Reads `sql` and decides how it runs.
 pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
     if sql.trim().trim_end_matches(';').trim().is_empty() {
@@ -132,8 +327,8 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
     let unsupported = |what: &str| {
         Err(Error::Unsupported(format!(
             "{what} is not supported; skein runs queries (SELECT, WITH, VALUES, EXPLAIN, \
-             DESCRIBE, SHOW) and CREATE TABLE, CREATE TABLE AS, DROP TABLE, INSERT and \
-             ALTER TABLE … ADD COLUMN"
+             DESCRIBE, SHOW) and CREATE TABLE, CREATE TABLE AS, DROP TABLE, INSERT, DELETE, \
+             UPDATE and ALTER TABLE … ADD COLUMN or SET (options)"
         )))
     };
     match statements.remove(0) {
@@ -142,15 +337,28 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
         | Statement::ExplainTable { .. }
         | Statement::ShowTables { .. }
         | Statement::ShowColumns { .. } => Ok(Plan::Query),
-        Statement::CreateTable(ct) => {
+        Statement::CreateTable(mut ct) => {
             if ct.temporary {
                 return unsupported("CREATE TEMPORARY TABLE");
             }
+            let options = match std::mem::take(&mut ct.table_options) {
+                sqlparser::ast::CreateTableOptions::None => Vec::new(),
+                sqlparser::ast::CreateTableOptions::With(o) => option_pairs(&o)?,
+                _ => return unsupported("CREATE TABLE options other than WITH (name = value)"),
+            };
+            let text = if options.is_empty() {
+                sql.to_string()
+            } else {
+                Statement::CreateTable(ct.clone()).to_string()
+            };
             Ok(Plan::CreateTable {
                 table: table_name(&ct.name, catalog)?,
                 if_not_exists: ct.if_not_exists,
                 or_replace: ct.or_replace,
-                query: ct.query.map(|q| q.to_string()),
+                query: ct.query.as_ref().map(|q| q.to_string()),
+                options,
+                // The text as written when there is nothing to take out of it.
+                sql: text,
             })
         }
         Statement::Drop {
@@ -185,27 +393,9 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
             let AlterTableOperation::SetOptionsParens { options } = &alter.operations[0] else {
                 return unsupported("this ALTER TABLE");
             };
-            let mut out = Vec::new();
-            for o in options {
-                let sqlparser::ast::SqlOption::KeyValue { key, value } = o else {
-                    return Err(Error::InvalidArgument(format!(
-                        "table option {o} must be written name = value"
-                    )));
-                };
-                let value = match value {
-                    sqlparser::ast::Expr::Value(v) => match &v.value {
-                        sqlparser::ast::Value::Null => None,
-                        sqlparser::ast::Value::Number(n, _) => Some(n.clone()),
-                        sqlparser::ast::Value::SingleQuotedString(s) => Some(s.clone()),
-                        other => Some(other.to_string()),
-                    },
-                    other => Some(other.to_string()),
-                };
-                out.push((key.value.to_lowercase(), value));
-            }
             Ok(Plan::SetOptions {
                 table: table_name(&alter.name, catalog)?,
-                options: out,
+                options: option_pairs(options)?,
             })
         }
         Statement::AlterTable(alter) => {
@@ -221,8 +411,9 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
                 table: table_name(&alter.name, catalog)?,
             })
         }
-        Statement::Update(_) => unsupported("UPDATE"),
-        Statement::Delete(_) => unsupported("DELETE"),
+        s @ (Statement::Update(_) | Statement::Delete(_)) => {
+            Ok(Plan::Rewrite(rewrite_plan(s, catalog)?))
+        }
         other => {
             let text = other.to_string();
             let what = text

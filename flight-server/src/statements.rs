@@ -102,6 +102,7 @@ impl Node {
             | Plan::Insert { table, .. }
             | Plan::AddColumns { table }
             | Plan::SetOptions { table, .. } => crate::auth::require_table(table)?,
+            Plan::Rewrite(r) => crate::auth::require_table(&r.table)?,
             Plan::DropTable { tables, .. } => tables
                 .iter()
                 .try_for_each(|t| crate::auth::require_table(t))?,
@@ -118,11 +119,17 @@ impl Node {
                 if_not_exists,
                 or_replace,
                 query: None,
+                options,
+                sql,
             } => {
-                let sql = sql.to_string();
+                let changes = parse_options(&table, &options)?;
+                if if_not_exists && self.table(&table).is_ok() {
+                    return Ok(0);
+                }
                 let columns = blocking(move || scratch_columns(None, &sql)).await?;
                 self.create_table(&table, columns, on_exists(if_not_exists, or_replace))
                     .await?;
+                self.apply_created_options(&table, changes).await?;
                 Ok(0)
             }
             Plan::CreateTable {
@@ -130,7 +137,10 @@ impl Node {
                 if_not_exists,
                 or_replace,
                 query: Some(query),
+                options,
+                ..
             } => {
+                let changes = parse_options(&table, &options)?;
                 if if_not_exists && self.table(&table).is_ok() {
                     return Ok(0);
                 }
@@ -151,6 +161,7 @@ impl Node {
                 let rt = self
                     .create_table(&table, columns, on_exists(if_not_exists, or_replace))
                     .await?;
+                self.apply_created_options(&table, changes).await?;
                 let mut total = 0;
                 for b in &batches {
                     total += self.append(&rt, b).await?;
@@ -192,6 +203,7 @@ impl Node {
                 }
                 Ok(total as i64)
             }
+            Plan::Rewrite(rewrite) => self.rewrite_rows(&rewrite, rows).await,
             Plan::SetOptions { table, options } => {
                 let parsed = parse_options(&table, &options)?;
                 self.set_table_options(&table, parsed).await?;
@@ -223,44 +235,84 @@ impl Node {
     }
 }
 
-/// The options of `ALTER TABLE table SET (…)`, each `Some(None)` to go back to the default.
-type OptionChanges = Vec<(&'static str, Option<u64>)>;
+impl Node {
+    /// Gives a table just created the options of its `WITH (…)`; if they are refused, the
+    /// table goes again, so that a statement either wholly happens or not at all.
+    async fn apply_created_options(
+        self: &Arc<Self>,
+        table: &str,
+        changes: Vec<OptionChange>,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.set_table_options(table, changes).await {
+            let _ = self.drop_table(table, true).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+}
 
-fn parse_options(table: &str, options: &[(String, Option<String>)]) -> Result<OptionChanges> {
+/// One change of `ALTER TABLE table SET (…)` (or `CREATE TABLE … WITH (…)`); `None` goes back
+/// to the default.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionChange {
+    FlushRows(Option<u64>),
+    FlushBytes(Option<u64>),
+    FlushInterval(Option<u64>),
+    TimeColumn(Option<String>),
+    Retention(Option<u64>),
+}
+
+pub(crate) fn parse_options(
+    table: &str,
+    options: &[(String, Option<String>)],
+) -> Result<Vec<OptionChange>> {
     let bad = |name: &str, value: &str, what: &str| {
         Error::InvalidArgument(format!(
             "table {table:?}: option {name} = {value} is not valid: {what}"
         ))
     };
+    let duration = |name: &str, v: &str| -> Result<u64> {
+        let d = humantime::parse_duration(v).map_err(|e| {
+            bad(
+                name,
+                v,
+                &format!("{e} (write e.g. '500ms', '5m' or '30days')"),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(bad(name, v, "it must be longer than zero"));
+        }
+        Ok(d.as_millis() as u64)
+    };
+    let count = |name: &str, v: &str| -> Result<u64> {
+        match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad(name, v, "it must be a positive whole number")),
+        }
+    };
     let mut out = Vec::new();
     for (name, value) in options {
-        let key: &'static str = match name.as_str() {
-            "flush_rows" => "flush_rows",
-            "flush_bytes" => "flush_bytes",
-            "flush_interval" => "flush_interval",
+        let v = value.as_deref();
+        let change = match name.as_str() {
+            "flush_rows" => OptionChange::FlushRows(v.map(|v| count(name, v)).transpose()?),
+            "flush_bytes" => OptionChange::FlushBytes(v.map(|v| count(name, v)).transpose()?),
+            "flush_interval" => {
+                OptionChange::FlushInterval(v.map(|v| duration(name, v)).transpose()?)
+            }
+            "retention" => OptionChange::Retention(v.map(|v| duration(name, v)).transpose()?),
+            "time_column" => OptionChange::TimeColumn(v.map(str::to_string)),
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "table {table:?}: unknown option {other:?}; the options are flush_rows, \
-                     flush_bytes and flush_interval (e.g. '5s')"
+                     flush_bytes, flush_interval (e.g. '5s'), time_column (a DATE or TIMESTAMP \
+                     column) and retention (e.g. '30days')"
                 )));
             }
         };
-        let parsed = match value {
-            None => None,
-            Some(v) if key == "flush_interval" => {
-                let d = humantime::parse_duration(v)
-                    .map_err(|e| bad(name, v, &format!("{e} (write e.g. '500ms' or '5m')")))?;
-                if d.is_zero() {
-                    return Err(bad(name, v, "it must be longer than zero"));
-                }
-                Some(d.as_millis() as u64)
-            }
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => return Err(bad(name, v, "it must be a positive whole number")),
-            },
-        };
-        out.push((key, parsed));
+        out.push(change);
     }
     Ok(out)
 }

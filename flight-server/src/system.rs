@@ -19,7 +19,7 @@ const TABLES: &[(&str, &str)] = &[
         "skein_tables",
         "table_name VARCHAR, rows BIGINT, files BIGINT, bytes BIGINT, buffered_rows BIGINT, \
          columns BIGINT, created_at TIMESTAMP, flush_rows BIGINT, flush_bytes BIGINT, \
-         flush_interval_ms BIGINT",
+         flush_interval_ms BIGINT, time_column VARCHAR, retention_ms BIGINT, retired_files BIGINT",
     ),
     (
         "skein_files",
@@ -195,6 +195,11 @@ pub struct TableRow {
     pub created_ms: i64,
     /// Its flush thresholds in effect (its options, else the node's defaults).
     pub flush: crate::config::FlushConfig,
+    /// Its time column and retention, if set.
+    pub time_column: Option<String>,
+    pub retention_ms: Option<u64>,
+    /// Files out of the manifest whose objects wait for their grace period.
+    pub retired_files: u64,
 }
 
 /// One file for `skein_files`.
@@ -245,7 +250,7 @@ pub fn statements(
             .into_iter()
             .map(|t| {
                 format!(
-                    "({}, {}, {}, {}, {}, {}, make_timestamp({} * 1000), {}, {}, {})",
+                    "({}, {}, {}, {}, {}, {}, make_timestamp({} * 1000), {}, {}, {}, {}, {}, {})",
                     text(&t.name),
                     t.file_rows + t.buffered_rows,
                     t.files,
@@ -255,7 +260,11 @@ pub fn statements(
                     t.created_ms,
                     t.flush.flush_rows,
                     t.flush.flush_bytes,
-                    t.flush.flush_interval.as_millis()
+                    t.flush.flush_interval.as_millis(),
+                    opt_text(t.time_column.as_deref()),
+                    t.retention_ms
+                        .map_or_else(|| "NULL".to_string(), |r| r.to_string()),
+                    t.retired_files
                 )
             })
             .collect();

@@ -562,6 +562,14 @@ impl TableRuntime {
         Ok(rows as u64)
     }
 
+    /// Points the table's view at `meta`'s files (at `paths`) after they were rewritten,
+    /// keeping its buffer generations.
+    pub fn rebuild_view(&self, meta: &TableMeta, paths: &[String]) -> Result<()> {
+        let buf = self.buffer.lock();
+        let generations = buf.generation_ids();
+        transaction(&buf.conn, &[view_sql(meta, paths, &generations)])
+    }
+
     /// Completes a flush after the file is in the manifest: the view switches to `meta`'s files
     /// and the flushed generation is dropped, in one transaction.
     pub fn finish_flush(&self, generation: u64, meta: &TableMeta, paths: &[String]) -> Result<()> {

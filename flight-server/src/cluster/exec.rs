@@ -171,7 +171,7 @@ fn fragments(
 }
 
 /// The files of `meta` that `sql`'s filters keep.
-fn kept_files(sql: &str, meta: &TableMeta) -> Vec<String> {
+pub(crate) fn kept_files(sql: &str, meta: &TableMeta) -> Vec<String> {
     let name = meta.name.to_lowercase();
     let metas: HashMap<String, &TableMeta> = [(name.clone(), meta)].into_iter().collect();
     let analysis = crate::prune::analyse(sql, &metas);

@@ -204,8 +204,9 @@ impl Node {
     pub async fn set_table_options(
         self: &Arc<Self>,
         name: &str,
-        changes: Vec<(&'static str, Option<u64>)>,
+        changes: Vec<crate::statements::OptionChange>,
     ) -> Result<()> {
+        use crate::statements::OptionChange as C;
         let _ddl = self.ddl.lock().await;
         let rt = self.table(name)?;
         let id = rt.id;
@@ -214,12 +215,35 @@ impl Node {
                 let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
                     table: name.to_string(),
                 })?;
-                for (key, value) in &changes {
-                    match *key {
-                        "flush_rows" => t.options.flush_rows = *value,
-                        "flush_bytes" => t.options.flush_bytes = *value,
-                        _ => t.options.flush_interval_ms = *value,
+                for change in &changes {
+                    match change.clone() {
+                        C::FlushRows(v) => t.options.flush_rows = v,
+                        C::FlushBytes(v) => t.options.flush_bytes = v,
+                        C::FlushInterval(v) => t.options.flush_interval_ms = v,
+                        C::Retention(v) => t.options.retention_ms = v,
+                        C::TimeColumn(None) => t.options.time_column = None,
+                        C::TimeColumn(Some(c)) => {
+                            let column = t.column(&c).ok_or_else(|| {
+                                Error::InvalidArgument(format!(
+                                    "table {name:?} has no column {c:?} to be its time_column"
+                                ))
+                            })?;
+                            if !skein_compaction::is_time_type(&column.sql_type) {
+                                return Err(Error::InvalidArgument(format!(
+                                    "column {c:?} of table {name:?} is {}; a time_column must be \
+                                     DATE or TIMESTAMP",
+                                    column.sql_type
+                                )));
+                            }
+                            t.options.time_column = Some(column.name.clone());
+                        }
                     }
+                }
+                if t.options.retention_ms.is_some() && t.options.time_column.is_none() {
+                    return Err(Error::InvalidArgument(format!(
+                        "table {name:?}: retention needs a time_column to measure age by; set \
+                         both, e.g. SET (time_column = 'ts', retention = '30days')"
+                    )));
                 }
                 Ok(())
             })

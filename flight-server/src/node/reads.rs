@@ -17,6 +17,40 @@ use crate::table::{ReadView, inner_view, temp_view_sql};
 /// How many objects one query downloads at once.
 const PARALLEL_DOWNLOADS: usize = 8;
 
+/// Keys of local-store objects being read, with how many readers each.
+pub(super) type PinnedKeys = Arc<parking_lot::Mutex<HashMap<String, usize>>>;
+
+/// Files a query reads, kept until it ends: cache entries (a remote store), or pins on the
+/// local store's objects.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// Local copies of remote objects.
+    Cached(#[allow(dead_code)] Vec<CachedFile>),
+    /// Objects of the local store.
+    Pinned(#[allow(dead_code)] FilePins),
+}
+
+/// Pins on local-store objects, released when dropped.
+#[derive(Debug)]
+pub(super) struct FilePins {
+    keys: Vec<String>,
+    pinned: PinnedKeys,
+}
+
+impl Drop for FilePins {
+    fn drop(&mut self) {
+        let mut pinned = self.pinned.lock();
+        for k in &self.keys {
+            if let Some(n) = pinned.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    pinned.remove(k);
+                }
+            }
+        }
+    }
+}
+
 /// What one query reads: temporary views to create on its connection, and what they need kept
 /// alive until it ends (local copies of files, buffer generations).
 #[derive(Debug, Default)]
@@ -25,7 +59,7 @@ pub struct ReadSet {
     /// System tables the statement names, and the statements that fill them.
     system: Vec<&'static str>,
     system_sql: Vec<String>,
-    _files: Vec<CachedFile>,
+    _files: Vec<Held>,
     _views: Vec<ReadView>,
     /// Tables of rows shipped from other nodes, dropped when the query ends.
     scratch: Vec<String>,
@@ -194,7 +228,7 @@ impl Node {
         for (_, files) in &kept {
             let (paths, cached) = self.local_copies(files).await?;
             paths_of.push(paths);
-            set._files.extend(cached);
+            set._files.push(cached);
         }
         for ((i, files), paths) in kept.into_iter().zip(paths_of) {
             let view = &selected.views[i];
@@ -247,9 +281,12 @@ impl Node {
             let newest = known.table_by_id(slice.table_id);
             let mut files = Vec::with_capacity(slice.files.len());
             for key in &slice.files {
+                // A file merged or rewritten since the coordinator planned is retired, not
+                // gone: its object stays for the grace period.
                 let found = newest
                     .and_then(|m| m.files.iter().find(|f| &f.key == key))
-                    .or_else(|| view.meta.files.iter().find(|f| &f.key == key));
+                    .or_else(|| view.meta.files.iter().find(|f| &f.key == key))
+                    .or_else(|| newest.and_then(|m| skein_compaction::retired_file(m, key)));
                 match found {
                     Some(f) => files.push(f.clone()),
                     None => {
@@ -289,7 +326,7 @@ impl Node {
         for (view, files, generations) in pending {
             set.files_read += files.len();
             let (paths, cached) = self.local_copies(&files).await?;
-            set._files.extend(cached);
+            set._files.push(cached);
             let mut meta = view.meta.clone();
             meta.files = files;
             set.views
@@ -325,6 +362,9 @@ impl Node {
                     columns: m.columns.len() as u64,
                     created_ms: m.created_at_ms,
                     flush: self.flush_limits(rt),
+                    time_column: m.options.time_column.clone(),
+                    retention_ms: m.options.retention_ms,
+                    retired_files: m.retired.len() as u64,
                 })
                 .collect()
         };
@@ -401,9 +441,10 @@ impl Node {
     }
 
     /// Local paths of `files`, fetching them into the cache if the store is remote.
-    async fn local_copies(&self, files: &[FileMeta]) -> Result<(Vec<String>, Vec<CachedFile>)> {
+    pub(super) async fn local_copies(&self, files: &[FileMeta]) -> Result<(Vec<String>, Held)> {
         let Some(cache) = &self.cache else {
-            return Ok((self.local_paths(files)?, Vec::new()));
+            let paths = self.local_paths(files)?;
+            return Ok((paths, Held::Pinned(self.pin_files(files))));
         };
         let store = Arc::clone(&self.store);
         let cached: Vec<CachedFile> = futures::stream::iter(files.iter().cloned())
@@ -418,6 +459,25 @@ impl Node {
             .iter()
             .map(|c| c.path().display().to_string())
             .collect();
-        Ok((paths, cached))
+        Ok((paths, Held::Cached(cached)))
+    }
+
+    /// Marks `files` of the local store as being read until the guard drops: their objects
+    /// are not deleted meanwhile.
+    fn pin_files(&self, files: &[FileMeta]) -> FilePins {
+        let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
+        let mut pinned = self.pinned.lock();
+        for k in &keys {
+            *pinned.entry(k.clone()).or_default() += 1;
+        }
+        FilePins {
+            keys,
+            pinned: Arc::clone(&self.pinned),
+        }
+    }
+
+    /// Whether a query on this node is reading the object `key` of the local store.
+    pub fn is_pinned(&self, key: &str) -> bool {
+        self.pinned.lock().contains_key(key)
     }
 }

@@ -20,6 +20,8 @@ use crate::ticket::StatementTicket;
 
 /// Name of the action that flushes buffers to Parquet.
 pub(crate) const FLUSH: &str = "skein.flush";
+/// Name of the action that compacts tables now.
+pub(crate) const COMPACT: &str = "skein.compact";
 /// Name of the action that lists the cluster's members.
 pub(crate) const NODES: &str = "skein.nodes";
 /// Name of the standard Flight action that cancels a query.
@@ -42,6 +44,11 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
             r#type: FLUSH.into(),
             description: "Write buffered rows to Parquet now; returns once they are in the \
                           manifest. Body: a table name (UTF-8), or empty for every table"
+                .into(),
+        },
+        ActionType {
+            r#type: COMPACT.into(),
+            description: "Compact now: merge small files, drop files past the retention, delete                           replaced objects whose grace period is over. Body: a table name                           (UTF-8), or empty for every table; one JSON result per table:                           {table, merges, merged_files, expired_files, deleted_objects, files}"
                 .into(),
         },
         ActionType {
@@ -227,6 +234,35 @@ pub(crate) async fn fallback(
             node.flush_all(only).await?;
             let body = serde_json::json!({ "flushed": only.map_or_else(|| "*".to_string(), str::to_string) });
             Ok(single(Bytes::from(body.to_string())))
+        }
+        COMPACT => {
+            crate::auth::require(crate::auth::Role::Writer, "compact tables")?;
+            let table = std::str::from_utf8(&action.body)
+                .map_err(|_| {
+                    Error::InvalidArgument(
+                        "the compact action's body must be a UTF-8 table name".into(),
+                    )
+                })?
+                .trim()
+                .to_string();
+            let targets = if table.is_empty() {
+                node.list_tables()
+                    .into_iter()
+                    .filter(|(m, _)| crate::auth::require_table(&m.name).is_ok())
+                    .map(|(_, rt)| rt)
+                    .collect()
+            } else {
+                crate::auth::require_table(&table)?;
+                vec![node.table(&table)?]
+            };
+            let mut results = Vec::new();
+            for rt in targets {
+                let report = node.compact_table(&rt).await?;
+                results.push(Ok(arrow_flight::Result {
+                    body: json_result(&report)?,
+                }));
+            }
+            Ok(Box::pin(futures::stream::iter(results)))
         }
         NODES => Ok(nodes(node, local_addr)),
         FORGET_NODE => {

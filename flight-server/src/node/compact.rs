@@ -1,0 +1,384 @@
+//! File maintenance: merging a table's small files, dropping files past its retention, and
+//! deleting the objects of replaced files once their grace period is over. What to merge and
+//! how the manifest changes is `skein-compaction`'s; writing the new file is DuckDB's, here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duckdb::types::Value;
+use skein_compaction::{Policy, SwapError, Swapped};
+use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
+use tracing::{info, warn};
+
+use super::reads::ReadSet;
+use super::{Node, blocking, now_ms};
+use crate::engine::{ident, literal};
+use crate::error::{Error, Result};
+use crate::table::{TableRuntime, temp_view_sql};
+
+/// Test hook: the process aborts (as if killed) when it reaches the step named by the
+/// `SKEIN_KILL_AT` environment variable, so that tests can stop a node between any two steps
+/// of a rewrite.
+pub(crate) fn kill_point(step: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("SKEIN_KILL_AT").ok())
+        .as_deref()
+        == Some(step)
+    {
+        eprintln!("SKEIN_KILL_AT={step}: aborting");
+        std::process::abort();
+    }
+}
+
+/// What one compaction pass of a table did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CompactionReport {
+    /// The table.
+    pub table: String,
+    /// Merges done, and the files they replaced.
+    pub merges: usize,
+    pub merged_files: usize,
+    /// Files retention dropped.
+    pub expired_files: usize,
+    /// Objects of retired files deleted.
+    pub deleted_objects: usize,
+    /// Files in the manifest afterwards.
+    pub files: usize,
+}
+
+/// A file a rewrite wrote and uploaded, not yet in the manifest.
+pub(super) struct Written {
+    pub file: FileMeta,
+    /// Rows the statement wrote.
+    pub rows: u64,
+}
+
+impl Node {
+    /// The lock that serialises rewrites of one table on this node.
+    pub(super) fn rewrite_lock(&self, table_id: u64) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.rewrites.lock().entry(table_id).or_default())
+    }
+
+    /// Whether the ring gives this node the compaction of `table_id` (always, alone).
+    pub fn compacts(&self, table_id: u64) -> bool {
+        let ring = self.ring();
+        match ring.owner(&format!("compaction:{table_id}")) {
+            Some(owner) => owner.node_id == self.config.node_id,
+            None => true,
+        }
+    }
+
+    /// The compaction policy of the node's configuration.
+    fn policy(&self) -> Policy {
+        let c = &self.config.compaction;
+        Policy {
+            target_bytes: c.compaction_target_bytes,
+            min_files: c.compaction_min_files,
+            cool_down_ms: c.compaction_cool_down.as_millis() as i64,
+        }
+    }
+
+    /// One compaction pass over `rt`: merges small files, drops files past the retention and
+    /// deletes the objects of files retired long enough ago. Queries and ingest go on.
+    pub async fn compact_table(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+    ) -> Result<CompactionReport> {
+        let lock = self.rewrite_lock(rt.id);
+        let _rewriting = lock.lock().await;
+        let mut report = CompactionReport {
+            table: rt.name.clone(),
+            ..CompactionReport::default()
+        };
+        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+            return Ok(report);
+        };
+        // Retention first, so that no expired row is merged into a file that lives on.
+        {
+            let expired = skein_compaction::expired_files(&meta, now_ms());
+            if !expired.is_empty() {
+                let keys: Vec<String> = expired.iter().map(|f| f.key.clone()).collect();
+                self.swap_files(rt, &keys, Vec::new(), "expire").await?;
+                report.expired_files = keys.len();
+                info!(table = %meta.name, files = keys.len(), "dropped files past the table's retention");
+            }
+        }
+        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+            return Ok(report);
+        };
+        for merge in skein_compaction::plan_merges(&meta, &self.policy(), now_ms()) {
+            let started = Instant::now();
+            let order = meta
+                .options
+                .time_column
+                .as_ref()
+                .filter(|c| meta.column(c).is_some())
+                .map(|c| format!(" ORDER BY {}", ident(c)))
+                .unwrap_or_default();
+            let sql = format!("SELECT * FROM main.{}{order}", ident(&meta.name));
+            let expected: u64 = merge.inputs.iter().map(|f| f.rows).sum();
+            let Some(written) = self
+                .write_rewrite(&meta, &merge.inputs, sql, Vec::new(), None)
+                .await?
+            else {
+                continue;
+            };
+            if written.rows != expected {
+                let _ = self.store.delete(&written.file.key).await;
+                return Err(Error::Internal(format!(
+                    "merging {} files of table {:?} wrote {} rows instead of {expected}; \
+                     nothing was replaced",
+                    merge.inputs.len(),
+                    meta.name,
+                    written.rows
+                )));
+            }
+            let mut output = written.file;
+            output.partition = merge.partition.clone();
+            match self
+                .swap_files(rt, &merge.keys(), vec![output.clone()], "merge")
+                .await
+            {
+                Ok(_) => {
+                    report.merges += 1;
+                    report.merged_files += merge.inputs.len();
+                    self.metrics
+                        .rewrite_seconds
+                        .with_label_values(&["merge"])
+                        .observe(started.elapsed().as_secs_f64());
+                    info!(table = %meta.name, files = merge.inputs.len(), rows = expected, bytes = output.bytes, object_key = %output.key, "merged files");
+                }
+                Err(Error::Aborted(reason)) => {
+                    // Another change took an input meanwhile: its result stands, ours goes.
+                    let _ = self.store.delete(&output.key).await;
+                    info!(table = %meta.name, %reason, "merge skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        report.deleted_objects = self.delete_retired(rt).await?;
+        report.files = self
+            .catalog
+            .snapshot()
+            .table_by_id(rt.id)
+            .map_or(0, |t| t.files.len());
+        Ok(report)
+    }
+
+    /// Replaces `inputs` by `outputs` in one catalog commit; the inputs' objects stay for the
+    /// grace period. Fails with ABORTED if another change replaced an input meanwhile.
+    pub(super) async fn swap_files(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        inputs: &[String],
+        outputs: Vec<FileMeta>,
+        kind: &str,
+    ) -> Result<Swapped> {
+        let id = rt.id;
+        let delete_after = now_ms() + self.config.compaction.compaction_grace.as_millis() as i64;
+        let swapped = self
+            .catalog
+            .update(|s: &mut CatalogState| -> Result<Swapped> {
+                let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
+                    table: rt.name.clone(),
+                })?;
+                skein_compaction::swap(t, inputs, outputs.clone(), delete_after).map_err(
+                    |e: SwapError| {
+                        Error::Aborted(format!(
+                            "table {:?} changed while it was rewritten ({e}); try again",
+                            rt.name
+                        ))
+                    },
+                )
+            })
+            .await?;
+        kill_point(&format!("{kind}:swapped"));
+        self.sync_meta(rt);
+        {
+            // After any flush under way, so that its view change does not undo this one.
+            let _maintenance = rt.maintenance.lock().await;
+            let meta = rt.meta();
+            let paths = self.paths(&meta)?;
+            let view_rt = Arc::clone(rt);
+            blocking(move || view_rt.rebuild_view(&meta, &paths)).await?;
+        }
+        self.metrics
+            .rewrites
+            .with_label_values(&[&rt.name, kind])
+            .inc();
+        self.metrics
+            .rewritten_files
+            .with_label_values(&[kind])
+            .inc_by(inputs.len() as u64);
+        Ok(swapped)
+    }
+
+    /// Deletes the objects of `rt`'s retired files whose grace period is over (and that no
+    /// query on this node reads), then forgets them.
+    async fn delete_retired(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<usize> {
+        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+            return Ok(0);
+        };
+        let due: Vec<String> = skein_compaction::due_for_deletion(&meta, now_ms())
+            .into_iter()
+            .filter(|k| !self.is_pinned(k))
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        for key in &due {
+            self.store.delete(key).await?;
+            kill_point("delete:object");
+        }
+        let id = rt.id;
+        self.catalog
+            .update(|s: &mut CatalogState| -> Result<()> {
+                if let Some(t) = s.table_by_id_mut(id) {
+                    skein_compaction::forget_deleted(t, &due);
+                }
+                Ok(())
+            })
+            .await?;
+        self.sync_meta(rt);
+        self.metrics.deleted_objects.inc_by(due.len() as u64);
+        Ok(due.len())
+    }
+
+    /// Writes the result of `sql` (a query over `main.<table>`, which shows exactly `inputs`
+    /// here) to a new Parquet object of the table. `reads` are other tables the statement
+    /// reads. `None` when the result has no rows (nothing is uploaded then).
+    pub(super) async fn write_rewrite(
+        self: &Arc<Self>,
+        meta: &TableMeta,
+        inputs: &[FileMeta],
+        sql: String,
+        values: Vec<Value>,
+        reads: Option<Arc<ReadSet>>,
+    ) -> Result<Option<Written>> {
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.parquet", uuid::Uuid::new_v4()));
+        let out = tmp.clone();
+        let written = self
+            .over_files(meta, inputs, reads, move |conn| {
+                let copy = format!(
+                    "COPY ({sql}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
+                    literal(&out.display().to_string())
+                );
+                let mut stmt = conn.prepare(&copy)?;
+                let rows = stmt.execute(duckdb::params_from_iter(values.iter()))? as u64;
+                if rows == 0 {
+                    return Ok(None);
+                }
+                let (_, stats) = read_file_stats(&out)?;
+                Ok(Some((rows, stats)))
+            })
+            .await;
+        let (rows, stats) = match written {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Ok(None);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let key = format!(
+            "tables/{}/{}-rewrite-{}.parquet",
+            meta.id,
+            self.config.node_id,
+            uuid::Uuid::new_v4().simple()
+        );
+        let uploaded = self.store.put_file(&key, &tmp).await;
+        let _ = std::fs::remove_file(&tmp);
+        let bytes = uploaded?;
+        kill_point("rewrite:uploaded");
+        // The rows of one node's file keep its origin, so the rule that tells a node which of
+        // its files a coordinator does not know yet still holds; a merge of several nodes'
+        // files has none (it only merges files older than the cool-down).
+        let node = inputs
+            .first()
+            .and_then(|f| f.node.clone())
+            .filter(|n| inputs.iter().all(|f| f.node.as_ref() == Some(n)));
+        let max_seq = node
+            .as_ref()
+            .and_then(|_| inputs.iter().filter_map(|f| f.max_seq).max());
+        Ok(Some(Written {
+            file: FileMeta {
+                partition: None,
+                key,
+                rows,
+                bytes,
+                columns: meta.columns.iter().map(|c| c.name.clone()).collect(),
+                stats,
+                created_at_ms: now_ms(),
+                node,
+                max_seq,
+            },
+            rows,
+        }))
+    }
+
+    /// Runs `work` on a connection where `main.<table>` shows exactly `inputs` (and `reads`,
+    /// other tables a statement reads, are installed).
+    pub(super) async fn over_files<T: Send + 'static>(
+        self: &Arc<Self>,
+        meta: &TableMeta,
+        inputs: &[FileMeta],
+        reads: Option<Arc<ReadSet>>,
+        work: impl FnOnce(&duckdb::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (paths, held) = self.local_copies(inputs).await?;
+        let mut view_meta = meta.clone();
+        view_meta.files = inputs.to_vec();
+        let view = temp_view_sql(&view_meta, &paths, &[], &[]);
+        let node = Arc::clone(self);
+        blocking(move || {
+            let _held = held;
+            let conn = node.engine.pooled()?;
+            if let Some(r) = &reads {
+                r.install(&conn)?;
+            }
+            // The statement's other tables first: this table's view replaces theirs of it.
+            let result = conn
+                .execute_batch(&view)
+                .map_err(Error::from)
+                .and_then(|_| work(&conn));
+            if let Some(r) = &reads {
+                let _ = r.remove(&conn);
+            }
+            let _ = conn.execute_batch(&format!(
+                "DROP VIEW IF EXISTS temp.main.{}",
+                crate::table::inner_view(view_meta.id)
+            ));
+            result
+        })
+        .await
+    }
+
+    /// Compacts every table the ring gives this node, on the configured interval, until
+    /// shutdown.
+    pub async fn run_compactor(self: Arc<Self>) {
+        let interval = self.config.compaction.compaction_interval;
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval.max(Duration::from_millis(100))) => {}
+            }
+            for (meta, rt) in self.list_tables() {
+                if !self.compacts(meta.id) {
+                    continue;
+                }
+                if let Err(e) = self.compact_table(&rt).await {
+                    warn!(table = %meta.name, error = %e, "compaction failed; will retry");
+                }
+            }
+        }
+    }
+}
