@@ -123,8 +123,10 @@ fn a_swap_replaces_in_place_and_retires_the_inputs() {
     assert_eq!(t, before);
 
     // A swap whose input another change took fails and leaves the table as it was.
-    let err = swap(&mut t, &["d".into(), "b".into()], vec![], 100).unwrap_err();
-    assert_eq!(err, SwapError::Changed { key: "b".into() });
+    assert_eq!(
+        swap(&mut t, &["d".into(), "b".into()], vec![], 100),
+        Err(SwapError::Changed { key: "b".into() })
+    );
     assert_eq!(t, before);
 
     // Deletion: only what is due, then forgotten.

@@ -64,6 +64,7 @@ class Node:
         self.lines: list[str] = []
         self.flight_addr = None
         self.http_addr = None
+        self.env = {}  # extra environment variables of the process
 
     def start(self) -> "Node":
         args = [
@@ -76,7 +77,8 @@ class Node:
             *self.extra,
         ]
         self.lines = []
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **self.env})
         ready = threading.Event()
 
         def drain():

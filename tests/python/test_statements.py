@@ -96,7 +96,8 @@ def test_table_options_set_flush_thresholds_per_table(make_node, tmp_path):
         cur.execute("CREATE TABLE big (a BIGINT)")
         cur.execute("ALTER TABLE small SET (flush_rows = 5, flush_interval = '90s')")
         for bad, message in [
-            ("ALTER TABLE small SET (retention = '1d')", "unknown option"),
+            ("ALTER TABLE small SET (compression = 'zstd')", "unknown option"),
+            ("ALTER TABLE small SET (retention = '1d')", "needs a time_column"),
             ("ALTER TABLE small SET (flush_rows = -3)", "positive whole number"),
             ("ALTER TABLE small SET (flush_interval = 'soon')", "flush_interval"),
             ("ALTER TABLE nope SET (flush_rows = 5)", "nope"),
