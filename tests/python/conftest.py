@@ -286,3 +286,12 @@ def cancel_flight_info(client: flight.FlightClient, info: flight.FlightInfo) -> 
     body = results[0].body.to_pybytes()
     # CancelFlightInfoResult { CancelStatus status = 1; }: an empty message means 0 (unspecified).
     return body[1] if len(body) >= 2 and body[0] == 0x08 else 0
+
+
+def action(node, kind: str, body: bytes = b"") -> list:
+    """Runs the Flight action `kind` on `node`; returns its results decoded from JSON."""
+    client = node.flight_client()
+    try:
+        return [json.loads(r.body.to_pybytes()) for r in client.do_action(flight.Action(kind, body))]
+    finally:
+        client.close()

@@ -2,27 +2,18 @@
 retention, and a node killed at every step of a rewrite. DuckDB applying the same statements to
 the same rows is the oracle."""
 
-import json
 import threading
 import time
 
 import duckdb
 import pyarrow as pa
-import pyarrow.flight as flight
 import pytest
 
-from conftest import query
+from conftest import action, query
 
 COMPACT_FLAGS = ("--compaction-cool-down", "0s", "--compaction-min-files", "2",
                  "--compaction-interval", "0s")
 
-
-def action(node, name: str, body: bytes = b"") -> list:
-    client = node.flight_client()
-    try:
-        return [json.loads(r.body.to_pybytes()) for r in client.do_action(flight.Action(name, body))]
-    finally:
-        client.close()
 
 
 def batch(start: int, n: int, day_offset: int = 0) -> pa.Table:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import assert_same_rows, oracle, query, server_bin
+from conftest import action, assert_same_rows, oracle, query, server_bin
 
 CLUSTER = "ci"
 
@@ -53,13 +53,6 @@ def metric(node, name: str) -> float:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"metric {name} not found")
 
-
-def action(node, kind: str, body: bytes = b"") -> list:
-    client = node.flight_client()
-    try:
-        return [json.loads(r.body.to_pybytes()) for r in client.do_action(flight.Action(kind, body))]
-    finally:
-        client.close()
 
 
 def wait_for(condition, what: str, deadline_s: float = 60):
