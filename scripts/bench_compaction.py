@@ -2,13 +2,13 @@
 `scripts/bench-compaction.sh [--files N] [--rows-per-file R]`.
 
 Starts one node (local store), writes table `small` as N files of R rows (a flush after each
-batch) and table `single` with the same rows as one file, times each query (median of five runs
+batch) and table `single` with the same rows as one file, times each query (median of eleven runs
 after one warm-up) on `small`, compacts `small` with the `skein.compact` action, and times them
-again. Prints the times and the ratios to the single file. Not a test: it asserts nothing.
+again, alternating with the same query on `single`. Prints the times and the ratios to the
+single file. Not a test: it asserts nothing.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.flight as flight
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
 
-from conftest import Node, query  # noqa: E402
+from conftest import Node, action, query  # noqa: E402
 
 QUERIES = {
     "group by": "SELECT g, count(*) AS n, sum(v) AS s, avg(w) AS a FROM {t} GROUP BY g ORDER BY g",
@@ -39,22 +38,18 @@ def rows(start: int, n: int, rng) -> pa.Table:
     })
 
 
-def timed(conn, sql: str, runs: int = 5) -> float:
-    query(conn, sql)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
+def timed(conn, *sqls: str, runs: int = 11) -> list[float]:
+    """The median time of each of `sqls`, run in turn (so drift hits them alike)."""
+    for sql in sqls:
         query(conn, sql)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = [[] for _ in sqls]
+    for _ in range(runs):
+        for sql, t in zip(sqls, times):
+            t0 = time.perf_counter()
+            query(conn, sql)
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
-
-def action(node, name: str, body: bytes):
-    client = node.flight_client()
-    try:
-        return [json.loads(r.body.to_pybytes()) for r in client.do_action(flight.Action(name, body))]
-    finally:
-        client.close()
 
 
 def main():
@@ -78,14 +73,15 @@ def main():
                 action(node, "skein.flush", b"single")
             print(f"loaded {args.files} files of {args.rows_per_file} rows in {time.perf_counter() - t0:.1f} s")
             with node.connect() as conn:
-                before = {n: timed(conn, q.format(t="small")) for n, q in QUERIES.items()}
-                single = {n: timed(conn, q.format(t="single")) for n, q in QUERIES.items()}
+                before = {n: timed(conn, q.format(t="small"))[0] for n, q in QUERIES.items()}
             t0 = time.perf_counter()
             report = action(node, "skein.compact", b"small")[0]
             took = time.perf_counter() - t0
             print(f"compaction: {report['merged_files']} files into {report['files']} in {took:.1f} s")
+            after, single = {}, {}
             with node.connect() as conn:
-                after = {n: timed(conn, q.format(t="small")) for n, q in QUERIES.items()}
+                for n, q in QUERIES.items():
+                    after[n], single[n] = timed(conn, q.format(t="small"), q.format(t="single"))
                 files = query(conn, "SELECT table_name, files FROM skein_tables ORDER BY 1").to_pylist()
             print(f"files: {files}")
             print(f"{'query':<10} {'small files':>12} {'compacted':>10} {'one file':>9} "

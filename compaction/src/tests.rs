@@ -199,3 +199,21 @@ fn time_statistics_are_read_by_their_type() {
     assert_eq!(day_of(86_400_000_000 - 1).as_deref(), Some("1970-01-01"));
     assert_eq!(day_of(-1).as_deref(), Some("1969-12-31"));
 }
+
+#[test]
+fn a_file_is_in_a_partition_only_when_all_its_times_share_a_day() {
+    let day_us = 86_400_000_000i64;
+    let mut t = table(vec![]);
+    let one_day = with_time(file("a", MB, 0, None), 3 * day_us, 4 * day_us - 1, 0);
+    assert_eq!(partition_of(&t, &one_day.stats), None, "no time column");
+    t.options.time_column = Some("ts".into());
+    assert_eq!(
+        partition_of(&t, &one_day.stats).as_deref(),
+        Some("1970-01-04")
+    );
+    let two_days = with_time(file("b", MB, 0, None), 3 * day_us, 4 * day_us, 0);
+    assert_eq!(partition_of(&t, &two_days.stats), None);
+    let with_null = with_time(file("c", MB, 0, None), 3 * day_us, 3 * day_us, 1);
+    assert_eq!(partition_of(&t, &with_null.stats), None);
+    assert_eq!(partition_of(&t, &[]), None, "no statistics");
+}

@@ -173,7 +173,12 @@ impl Node {
         // Leftovers of flushes interrupted by a crash.
         if let Ok(entries) = std::fs::read_dir(&tmp_dir) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
             }
         }
         let auth = match (&config.auth_users, &config.auth_secret) {

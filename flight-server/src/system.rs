@@ -23,7 +23,8 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "skein_files",
-        "table_name VARCHAR, object_key VARCHAR, rows BIGINT, bytes BIGINT, created_at TIMESTAMP",
+        "table_name VARCHAR, object_key VARCHAR, rows BIGINT, bytes BIGINT, created_at TIMESTAMP, \
+         partition VARCHAR",
     ),
     (
         "skein_nodes",
@@ -215,6 +216,8 @@ pub struct FileRow {
     pub bytes: u64,
     /// Commit time, ms since the epoch.
     pub created_ms: i64,
+    /// The day of the table's time column all its rows fall on, if they share one.
+    pub partition: Option<String>,
 }
 
 /// One member for `skein_nodes`.
@@ -275,12 +278,13 @@ pub fn statements(
             .into_iter()
             .map(|f| {
                 format!(
-                    "({}, {}, {}, {}, make_timestamp({} * 1000))",
+                    "({}, {}, {}, {}, make_timestamp({} * 1000), {})",
                     text(&f.table),
                     text(&f.key),
                     f.rows,
                     f.bytes,
-                    f.created_ms
+                    f.created_ms,
+                    opt_text(f.partition.as_deref())
                 )
             })
             .collect();

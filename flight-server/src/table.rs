@@ -13,7 +13,7 @@
 //! it was flushed to: a row is always visible exactly once. Every method blocks.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,8 +73,9 @@ struct Generation {
     oldest: Option<Instant>,
     /// Lowest and highest WAL sequence numbers of the records appended.
     seqs: Option<(u64, u64)>,
-    /// The object key (and file sequence number) chosen for its Parquet file, before the upload:
-    /// a retry reuses it, and read views take either the generation or the listed file.
+    /// The name stem (and file sequence number) chosen for its Parquet files, before the
+    /// upload: a retry reuses it, and read views take either the generation or the listed
+    /// files (see [`flushed_from`]).
     file: Option<(String, u64)>,
     /// Held by every read view that includes the generation.
     readers: Arc<()>,
@@ -161,9 +162,31 @@ pub struct FlushGeneration {
     /// The highest WAL sequence number in it: with the file committed, every record of the
     /// table up to here is in Parquet.
     pub max_seq: Option<u64>,
-    /// The object key and file sequence number an earlier attempt chose.
+    /// The name stem and file sequence number an earlier attempt chose.
     pub file: Option<(String, u64)>,
 }
+
+/// Whether object `key` is one of the files flushed under name stem `stem`: a generation's
+/// files are `<dir>/<stem>.parquet`, or `<dir>/<day>/<stem>-<n>.parquet` when the table is
+/// laid out by day.
+pub fn flushed_from(key: &str, stem: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.strip_prefix(stem)
+        .is_some_and(|rest| rest == ".parquet" || rest.starts_with('-'))
+}
+
+/// One Parquet file a flush wrote: where it is, and the day of the table's time column all
+/// its rows fall on (`None` for rows without a time, or a table without a time column).
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub day: Option<String>,
+}
+
+/// The column a day-partitioned flush adds to route rows; not written to the files.
+const DAY_COLUMN: &str = "__skein_flush_day";
+/// How DuckDB names the partition of NULL values.
+const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 fn buffer_table(id: u64, generation: u64) -> String {
     format!("{BUFFER_SCHEMA}.{}", ident(&format!("t{id}_g{generation}")))
@@ -338,7 +361,7 @@ impl TableRuntime {
                 active: Generation::new(generation),
                 flushing: Vec::new(),
                 retired: Vec::new(),
-                meta: meta.clone(),
+                meta: without_retired(meta),
                 meta_version: version,
                 dropped: false,
             }),
@@ -462,13 +485,13 @@ impl TableRuntime {
         }))
     }
 
-    /// Records the object key (and file sequence number) of generation `generation`'s file,
-    /// before it is uploaded and committed: a retry reuses it, and from now on read views take
-    /// either the generation or that file (once the manifest lists it), never both.
-    pub fn set_flush_file(&self, generation: u64, key: &str, seq: u64) {
+    /// Records the name stem (and file sequence number) of generation `generation`'s files,
+    /// before they are uploaded and committed: a retry reuses it, and from now on read views
+    /// take either the generation or its files (once the manifest lists them), never both.
+    pub fn set_flush_file(&self, generation: u64, stem: &str, seq: u64) {
         let mut buf = self.buffer.lock();
         if let Some(g) = buf.flushing.iter_mut().find(|g| g.id == generation) {
-            g.file = Some((key.to_string(), seq));
+            g.file = Some((stem.to_string(), seq));
         }
     }
 
@@ -477,12 +500,12 @@ impl TableRuntime {
     pub fn set_meta(&self, meta: &TableMeta, version: (u64, u64)) {
         let mut buf = self.buffer.lock();
         if version > buf.meta_version {
-            buf.meta = meta.clone();
+            buf.meta = without_retired(meta);
             buf.meta_version = version;
         }
     }
 
-    /// The table's newest metadata.
+    /// The table's newest metadata (without its retired files: the catalog has those).
     pub fn meta(&self) -> TableMeta {
         self.buffer.lock().meta.clone()
     }
@@ -496,28 +519,20 @@ impl TableRuntime {
                 table: self.name.clone(),
             });
         }
-        let listed: HashSet<&str> = buf.meta.files.iter().map(|f| f.key.as_str()).collect();
+        let listed = |stem: &str| buf.meta.files.iter().any(|f| flushed_from(&f.key, stem));
         let mut generations = Vec::new();
         let mut generation_seqs = Vec::new();
         let mut readers = Vec::new();
-        let mut unlisted_keys = HashSet::new();
         for g in buf.generations() {
-            match &g.file {
-                Some((key, _)) if listed.contains(key.as_str()) => {}
-                other => {
-                    if let Some((key, _)) = other {
-                        unlisted_keys.insert(key.clone());
-                    }
-                    generations.push(g.id);
-                    generation_seqs.push(g.seqs.map(|(_, hi)| hi));
-                    readers.push(Arc::clone(&g.readers));
-                }
+            if g.file.as_ref().is_some_and(|(stem, _)| listed(stem)) {
+                continue;
             }
+            generations.push(g.id);
+            generation_seqs.push(g.seqs.map(|(_, hi)| hi));
+            readers.push(Arc::clone(&g.readers));
         }
-        let mut meta = buf.meta.clone();
-        meta.files.retain(|f| !unlisted_keys.contains(&f.key));
         Ok(ReadView {
-            meta,
+            meta: buf.meta.clone(),
             generations,
             generation_seqs,
             _readers: readers,
@@ -548,18 +563,66 @@ impl TableRuntime {
         Ok(())
     }
 
-    /// Writes generation `generation` to a Parquet file at `path` (zstd, with statistics).
-    pub fn write_parquet(&self, generation: u64, path: &Path) -> Result<u64> {
+    /// Writes generation `generation` as Parquet (zstd, with statistics) under directory `dir`,
+    /// which must not exist yet: one file, or with `time_column` one file per day of it (UTC)
+    /// and one for rows without a time.
+    pub fn write_parquet(
+        &self,
+        generation: u64,
+        dir: &Path,
+        time_column: Option<&ColumnMeta>,
+    ) -> Result<Vec<WrittenFile>> {
         let conn = self.buffer.lock().conn.try_clone()?;
-        let rows = conn.execute(
+        let source = buffer_table(self.id, generation);
+        let options = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
+        let Some(column) = time_column else {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("{dir:?}: {e}")))?;
+            let path = dir.join("data.parquet");
+            conn.execute(
+                &format!(
+                    "COPY (SELECT * FROM {source}) TO {} ({options})",
+                    literal(&path.display().to_string())
+                ),
+                [],
+            )?;
+            return Ok(vec![WrittenFile { path, day: None }]);
+        };
+        conn.execute(
             &format!(
-                "COPY (SELECT * FROM {}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
-                buffer_table(self.id, generation),
-                literal(&path.display().to_string())
+                "COPY (SELECT *, strftime({}, '%Y-%m-%d') AS {DAY_COLUMN} FROM {source}) \
+                 TO {} ({options}, PARTITION_BY ({DAY_COLUMN}))",
+                day_sql(column),
+                literal(&dir.display().to_string())
             ),
             [],
         )?;
-        Ok(rows as u64)
+        let mut written = Vec::new();
+        let read =
+            |d: &Path| std::fs::read_dir(d).map_err(|e| Error::Internal(format!("{d:?}: {e}")));
+        for part in read(dir)? {
+            let part = part
+                .map_err(|e| Error::Internal(format!("{dir:?}: {e}")))?
+                .path();
+            let name = part
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let Some(value) = name.strip_prefix(&format!("{DAY_COLUMN}=")) else {
+                return Err(Error::Internal(format!("unexpected flush output {part:?}")));
+            };
+            let day = (value != NULL_PARTITION).then(|| value.to_string());
+            let mut files: Vec<PathBuf> = read(&part)?
+                .map(|f| f.map(|f| f.path()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::Internal(format!("{part:?}: {e}")))?;
+            files.sort();
+            written.extend(files.into_iter().map(|path| WrittenFile {
+                path,
+                day: day.clone(),
+            }));
+        }
+        written.sort_by(|a, b| (&a.day, &a.path).cmp(&(&b.day, &b.path)));
+        Ok(written)
     }
 
     /// Points the table's view at `meta`'s files (at `paths`) after they were rewritten,
@@ -653,6 +716,46 @@ impl TableRuntime {
         buf.retired.clear();
         buf.active = Generation::new(buf.active.id);
         Ok(())
+    }
+}
+
+/// `meta` without its retired files: the runtime serves reads of the listed files, and every
+/// query clones its metadata, so the list (long after a large merge) stays in the catalog.
+fn without_retired(meta: &TableMeta) -> TableMeta {
+    let TableMeta {
+        id,
+        name,
+        columns,
+        files,
+        next_file_seq,
+        flushed_wal,
+        created_at_ms,
+        options,
+        retired: _,
+    } = meta;
+    TableMeta {
+        id: *id,
+        name: name.clone(),
+        columns: columns.clone(),
+        files: files.clone(),
+        next_file_seq: *next_file_seq,
+        flushed_wal: flushed_wal.clone(),
+        created_at_ms: *created_at_ms,
+        options: options.clone(),
+        retired: Vec::new(),
+    }
+}
+
+/// The UTC day (a DATE) of time column `column`. Without the ICU extension DuckDB casts a
+/// TIMESTAMP WITH TIME ZONE to TIMESTAMP as UTC but not straight to DATE.
+fn day_sql(column: &ColumnMeta) -> String {
+    let name = ident(&column.name);
+    match column.sql_type.to_ascii_uppercase().as_str() {
+        "DATE" => name,
+        "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => {
+            format!("CAST(CAST({name} AS TIMESTAMP) AS DATE)")
+        }
+        _ => format!("CAST({name} AS DATE)"),
     }
 }
 

@@ -295,3 +295,11 @@ def action(node, kind: str, body: bytes = b"") -> list:
         return [json.loads(r.body.to_pybytes()) for r in client.do_action(flight.Action(kind, body))]
     finally:
         client.close()
+
+
+def metric(node, name: str) -> float:
+    """The value of metric `skein_<name>` (its first series) on `node`."""
+    for line in node.http_get("/metrics").splitlines():
+        if line.startswith(f"skein_{name} ") or line.startswith(f"skein_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not found")

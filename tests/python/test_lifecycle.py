@@ -2,6 +2,8 @@
 retention, and a node killed at every step of a rewrite. DuckDB applying the same statements to
 the same rows is the oracle."""
 
+import collections
+import datetime
 import threading
 import time
 
@@ -9,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from conftest import action, query
+from conftest import action, metric, query
 
 COMPACT_FLAGS = ("--compaction-cool-down", "0s", "--compaction-min-files", "2",
                  "--compaction-interval", "0s")
@@ -273,6 +275,104 @@ def test_retention_drops_exactly_the_expired_files(make_node):
             query(conn, "CREATE TABLE bad (ts TIMESTAMP) WITH (retention = 'soon')")
         assert "retention" in str(e.value)
         assert "bad" not in query(conn, "SELECT table_name FROM skein_tables").column(0).to_pylist()
+
+
+def utc_day(micros) -> str:
+    return (datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=micros)).strftime("%Y-%m-%d")
+
+
+def test_a_time_column_lays_files_out_by_day_and_filters_prune_them(make_node):
+    node = make_node(*COMPACT_FLAGS)
+    day = 86_400_000_000
+    start = 1_763_596_800_000_000  # 2025-11-20 00:00 UTC
+
+    def events(first: int, n: int, days: int) -> pa.Table:
+        ids = list(range(first, first + n))
+        # Spread over `days` days, an hour before and after midnight too; every 13th row no time.
+        ts = [None if i % 13 == 0 else start + (i % days) * day + (i * 7_919_000_000) % day for i in ids]
+        return pa.table({"id": pa.array(ids, pa.int64()), "ts": pa.array(ts, pa.timestamp("us")),
+                         "v": pa.array([i * 0.25 for i in ids])})
+
+    first = events(0, 5_000, 10)
+    with node.connect() as conn:
+        query(conn, "CREATE TABLE ev (id BIGINT, ts TIMESTAMP, v DOUBLE) WITH (time_column = 'ts')")
+    load_files(node, "ev", [first])
+    per_day = collections.Counter(None if t is None else utc_day(t) for t in first.column("ts").cast(pa.int64()).to_pylist())
+    with node.connect() as conn:
+        files = query(conn, "SELECT object_key, rows, partition FROM skein_files WHERE table_name = 'ev'").to_pylist()
+    # One flush, one file per day and one for the rows without a time.
+    assert {f["partition"]: f["rows"] for f in files} == dict(per_day)
+    assert len(files) == len(per_day) == 11
+    for f in files:
+        if f["partition"] is not None:
+            assert f"/{f['partition']}/" in f["object_key"], f
+
+    rows = first
+    probe = "SELECT count(*) AS n, sum(v) AS s FROM {t} WHERE ts >= TIMESTAMP '2025-11-23' AND ts < TIMESTAMP '2025-11-24'"
+
+    def check():
+        with node.connect() as conn:
+            read = metric(node, "query_files_read_total")
+            got = query(conn, probe.format(t="ev")).to_pylist()
+            # Only the day's file is read: every other one is pruned by its time statistics.
+            assert metric(node, "query_files_read_total") - read == 1
+            assert got == oracle_query(rows, probe)
+            everything = "SELECT count(*) AS n, count(ts) AS t, sum(v) AS s, min(ts) AS lo, max(ts) AS hi FROM {t}"
+            assert query(conn, everything.format(t="ev")).to_pylist() == oracle_query(rows, everything)
+
+    check()
+    # A second flush adds a file to some days; compaction merges them day by day.
+    second = events(5_000, 1_000, 3)
+    load_files(node, "ev", [second])
+    rows = pa.concat_tables([first, second])
+    report = action(node, "skein.compact", b"ev")[0]
+    assert report["merged_files"] == 8, report  # three days and the no-time files: 2 each
+    with node.connect() as conn:
+        files = query(conn, "SELECT partition, rows FROM skein_files WHERE table_name = 'ev'").to_pylist()
+    per_day.update(None if t is None else utc_day(t) for t in second.column("ts").cast(pa.int64()).to_pylist())
+    assert {f["partition"]: f["rows"] for f in files} == dict(per_day)
+    check()
+    # An UPDATE moving half a day's rows to another day leaves its file without a day.
+    with node.connect() as conn:
+        query(conn, "UPDATE ev SET ts = ts - INTERVAL 17 DAY WHERE ts >= TIMESTAMP '2025-11-21' AND ts < TIMESTAMP '2025-11-22' AND id % 2 = 0")
+        files = query(conn, "SELECT partition, rows FROM skein_files WHERE table_name = 'ev' ORDER BY partition NULLS LAST").to_pylist()
+    db = duckdb.connect()
+    db.register("src", rows)
+    db.execute("CREATE TABLE ev AS SELECT * FROM src")
+    db.execute("UPDATE ev SET ts = ts - INTERVAL 17 DAY WHERE ts >= TIMESTAMP '2025-11-21' AND ts < TIMESTAMP '2025-11-22' AND id % 2 = 0")
+    rows = db.sql("SELECT * FROM ev").to_arrow_table()
+    assert "2025-11-21" not in [f["partition"] for f in files]
+    assert [f["partition"] for f in files].count(None) == 2, files
+    check()
+
+
+def oracle_query(rows: pa.Table, sql: str) -> list:
+    db = duckdb.connect()
+    db.register("src", rows)
+    db.execute("CREATE TABLE t AS SELECT * FROM src")
+    return db.sql(sql.format(t="t")).to_arrow_table().to_pylist()
+
+
+def test_days_of_a_time_column_are_utc_days_for_every_time_type(make_node):
+    node = make_node()
+    late = 1_763_681_400_000_000  # 2025-11-20 23:30 UTC
+    table = pa.table({
+        "d": pa.array([20_412, 20_413], pa.date32()),
+        "tz": pa.array([late, late + 3_600_000_000], pa.timestamp("us", tz="UTC")),
+        "ms": pa.array([late // 1000, late // 1000 + 3_600_000], pa.timestamp("ms")),
+        "ns": pa.array([late * 1000, late * 1000 + 3_600_000_000_000], pa.timestamp("ns")),
+    })
+    want = ["2025-11-20", "2025-11-21"]
+    for column in table.column_names:
+        name = f"by_{column}"
+        with node.connect() as conn, conn.cursor() as cur:
+            cur.adbc_ingest(name, table, mode="create")
+            query(conn, f"ALTER TABLE {name} SET (time_column = '{column}')")
+        action(node, "skein.flush", name.encode())
+        with node.connect() as conn:
+            got = query(conn, f"SELECT partition FROM skein_files WHERE table_name = '{name}' ORDER BY 1").column(0).to_pylist()
+            assert got == want, column
+            assert query(conn, f"SELECT count(*) FROM {name}").column(0)[0].as_py() == 2
 
 
 @pytest.mark.parametrize("step,changed", [

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import action, assert_same_rows, oracle, query, server_bin
+from conftest import action, assert_same_rows, metric, oracle, query, server_bin
 
 CLUSTER = "ci"
 
@@ -45,13 +45,6 @@ def ingest(node, table: pa.Table, name="events", mode="create_append"):
     with node.connect() as conn:
         with conn.cursor() as cur:
             cur.adbc_ingest(name, table, mode=mode)
-
-
-def metric(node, name: str) -> float:
-    for line in node.http_get("/metrics").splitlines():
-        if line.startswith(f"skein_{name} ") or line.startswith(f"skein_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {name} not found")
 
 
 

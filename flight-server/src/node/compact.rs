@@ -134,8 +134,7 @@ impl Node {
                     written.rows
                 )));
             }
-            let mut output = written.file;
-            output.partition = merge.partition.clone();
+            let output = written.file;
             match self
                 .swap_files(rt, &merge.keys(), vec![output.clone()], "merge")
                 .await
@@ -286,12 +285,17 @@ impl Node {
                 return Err(e);
             }
         };
-        let key = format!(
-            "tables/{}/{}-rewrite-{}.parquet",
-            meta.id,
+        // A file whose rows share a day goes under that day, as a flush lays it out.
+        let partition = skein_compaction::partition_of(meta, &stats);
+        let name = format!(
+            "{}-rewrite-{}.parquet",
             self.config.node_id,
             uuid::Uuid::new_v4().simple()
         );
+        let key = match &partition {
+            Some(day) => format!("tables/{}/{day}/{name}", meta.id),
+            None => format!("tables/{}/{name}", meta.id),
+        };
         let uploaded = self.store.put_file(&key, &tmp).await;
         let _ = std::fs::remove_file(&tmp);
         let bytes = uploaded?;
@@ -308,7 +312,7 @@ impl Node {
             .and_then(|_| inputs.iter().filter_map(|f| f.max_seq).max());
         Ok(Some(Written {
             file: FileMeta {
-                partition: None,
+                partition,
                 key,
                 rows,
                 bytes,

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{Node, blocking, now_ms};
 use crate::error::{Error, Result};
-use crate::table::{FlushGeneration, TableRuntime};
+use crate::table::{FlushGeneration, TableRuntime, flushed_from};
 
 impl Node {
     /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
@@ -62,26 +62,22 @@ impl Node {
         else {
             return Ok(false);
         };
-        // The key is chosen once per generation, before the upload, so a retry overwrites its
-        // own object and commits it once. The random part keeps keys unique even if a table's
-        // file numbers start again (a catalog restored from an older snapshot).
-        let (key, seq) = file.unwrap_or_else(|| {
+        // The names are chosen once per generation, before the upload, so a retry overwrites
+        // its own objects and commits them once. The random part keeps names unique even if a
+        // table's file numbers start again (a catalog restored from an older snapshot).
+        let (stem, seq) = file.unwrap_or_else(|| {
             let seq = meta.next_file_seq;
             let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
-            let key = format!(
-                "tables/{}/{}-{seq:020}-{unique}.parquet",
-                rt.id, self.config.node_id
-            );
-            (key, seq)
+            (format!("{}-{seq:020}-{unique}", self.config.node_id), seq)
         });
-        rt.set_flush_file(generation, &key, seq);
+        rt.set_flush_file(generation, &stem, seq);
         let listed = self
             .catalog
             .snapshot()
             .table_by_id(rt.id)
-            .is_some_and(|t| t.files.iter().any(|f| f.key == key));
+            .is_some_and(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
         if listed {
-            // An earlier attempt committed the file and failed to switch the view.
+            // An earlier attempt committed the files and failed to switch the view.
             let meta = self
                 .catalog
                 .snapshot()
@@ -98,42 +94,14 @@ impl Node {
             return Ok(true);
         }
         let started = std::time::Instant::now();
-        let tmp = self
-            .tmp_dir
-            .join(format!("{}.parquet", uuid::Uuid::new_v4()));
-        let (write_rt, write_tmp) = (Arc::clone(rt), tmp.clone());
-        let written = blocking(move || {
-            let rows = write_rt.write_parquet(generation, &write_tmp)?;
-            let (_, stats) = read_file_stats(&write_tmp)?;
-            Ok((rows, stats))
-        })
-        .await;
-        let (rows, stats) = match written {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let bytes = match self.store.put_file(&key, &tmp).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-        };
-        let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
-        let file = FileMeta {
-            partition: None,
-            key: key.clone(),
-            rows,
-            bytes,
-            columns,
-            stats,
-            created_at_ms: now_ms(),
-            node: Some(self.config.node_id.clone()),
-            max_seq,
-        };
+        let tmp = self.tmp_dir.join(uuid::Uuid::new_v4().to_string());
+        let written = self
+            .write_flush_files(rt, generation, &meta, &tmp, &stem, max_seq)
+            .await;
+        let _ = std::fs::remove_dir_all(&tmp);
+        let files = written?;
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         let id = rt.id;
         let node_id = self.config.node_id.clone();
         let committed = self
@@ -143,8 +111,8 @@ impl Node {
                     return Ok(None);
                 };
                 // Idempotent: a commit reported failed may have landed.
-                if !t.files.iter().any(|f| f.key == file.key) {
-                    t.files.push(file.clone());
+                if !t.files.iter().any(|f| flushed_from(&f.key, &stem)) {
+                    t.files.extend(files.iter().cloned());
                 }
                 t.next_file_seq = t.next_file_seq.max(seq + 1);
                 // The file and the WAL position it covers, in one commit.
@@ -156,8 +124,10 @@ impl Node {
             })
             .await?;
         let Some(meta) = committed else {
-            // Dropped while flushing: nothing refers to the new object.
-            self.store.delete(&key).await?;
+            // Dropped while flushing: nothing refers to the new objects.
+            for f in &files {
+                self.store.delete(&f.key).await?;
+            }
             return Ok(false);
         };
         let paths = self.paths(&meta)?;
@@ -170,8 +140,60 @@ impl Node {
         if let Err(e) = self.truncate_wal().await {
             warn!(error = %e, "WAL truncation failed; will retry after the next flush");
         }
-        info!(table = %rt.name, rows, bytes, object_key = %key, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        info!(table = %rt.name, rows, bytes, files = files.len(), object_key = %files.first().map_or("", |f| f.key.as_str()), elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(true)
+    }
+
+    /// Writes generation `generation` to Parquet under `tmp` (one file, or one per day of the
+    /// table's time column), uploads the files under names from `stem` and returns their
+    /// entries for the manifest.
+    async fn write_flush_files(
+        &self,
+        rt: &Arc<TableRuntime>,
+        generation: u64,
+        meta: &TableMeta,
+        tmp: &std::path::Path,
+        stem: &str,
+        max_seq: Option<u64>,
+    ) -> Result<Vec<FileMeta>> {
+        let time_column =
+            (meta.options.time_column.as_deref()).and_then(|c| meta.column(c).cloned());
+        let (write_rt, dir) = (Arc::clone(rt), tmp.to_path_buf());
+        let written = blocking(move || {
+            let files = write_rt.write_parquet(generation, &dir, time_column.as_ref())?;
+            files
+                .into_iter()
+                .map(|f| Ok((read_file_stats(&f.path)?, f)))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+        let single = written.len() == 1 && written[0].1.day.is_none();
+        let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
+        let mut files = Vec::with_capacity(written.len());
+        for (i, ((rows, stats), w)) in written.into_iter().enumerate() {
+            let name = if single {
+                format!("{stem}.parquet")
+            } else {
+                format!("{stem}-{i}.parquet")
+            };
+            let key = match &w.day {
+                Some(day) => format!("tables/{}/{day}/{name}", rt.id),
+                None => format!("tables/{}/{name}", rt.id),
+            };
+            let bytes = self.store.put_file(&key, &w.path).await?;
+            files.push(FileMeta {
+                partition: w.day,
+                key,
+                rows,
+                bytes,
+                columns: columns.clone(),
+                stats,
+                created_at_ms: now_ms(),
+                node: Some(self.config.node_id.clone()),
+                max_seq,
+            });
+        }
+        Ok(files)
     }
 
     /// Flushes every table (or the one named) and returns once the rows are in Parquet.

@@ -12,7 +12,7 @@ use skein_storage::{CachedFile, FileMeta, TableMeta};
 use super::Node;
 use crate::error::{Error, Result};
 use crate::prune;
-use crate::table::{ReadView, inner_view, temp_view_sql};
+use crate::table::{ReadView, TableRuntime, inner_view, temp_view_sql};
 
 /// How many objects one query downloads at once.
 const PARALLEL_DOWNLOADS: usize = 8;
@@ -156,11 +156,17 @@ impl Node {
         // Once per query: the identifiers pick system tables and, below, the tables read.
         let words = prune::identifiers(sql);
         let system = self.system_tables(&lower, words.as_ref());
-        let runtimes = self.list_tables();
-        let named: Vec<_> = runtimes
-            .into_iter()
-            .filter(|(meta, _)| lower.contains(&meta.name.to_lowercase()))
-            .collect();
+        // Runtimes only: cloning every table's metadata per query would cost with the files.
+        let named: Vec<Arc<TableRuntime>> = {
+            let snapshot = self.catalog.snapshot();
+            let tables = self.tables.read();
+            snapshot
+                .tables
+                .values()
+                .filter(|m| lower.contains(&m.name.to_lowercase()))
+                .filter_map(|m| tables.get(&m.id).cloned())
+                .collect()
+        };
         if named.is_empty() {
             return Ok(Selected {
                 views: Vec::new(),
@@ -169,7 +175,7 @@ impl Node {
             });
         }
         let mut views = Vec::new();
-        for (_, rt) in &named {
+        for rt in &named {
             match rt.read_view() {
                 Ok(v) => views.push(v),
                 Err(crate::error::Error::UnknownTable { .. }) => {} // dropped meanwhile
@@ -378,6 +384,7 @@ impl Node {
                         rows: f.rows,
                         bytes: f.bytes,
                         created_ms: f.created_at_ms,
+                        partition: f.partition.clone(),
                     })
                 })
                 .collect()

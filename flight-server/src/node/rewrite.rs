@@ -115,8 +115,7 @@ impl Node {
                         )
                         .await?;
                     inputs.push(f.key.clone());
-                    if let Some(mut w) = written {
-                        w.file.partition = f.partition.clone();
+                    if let Some(w) = written {
                         outputs.push(w.file);
                     }
                     changed += hits;
