@@ -1173,3 +1173,113 @@ def test_a_node_stopped_with_sigterm_flushes_and_leaves(cluster3):
     check_corpus([n1, n2], oracle, label="after")
     for name in ("orders", "customers", "events"):
         assert_exactly_once(n1, name, data[name].num_rows)
+
+
+def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
+    """Every node's files merged by one node while two others query; DELETE and UPDATE issued on
+    different nodes change rows flushed by all three and rows still in their buffers."""
+    cluster = make_cluster(3, "--compaction-cool-down", "0s", "--compaction-min-files", "2",
+                           "--compaction-interval", "0s")
+    nodes = cluster.live()
+    rng = random.Random(SEED)
+
+    def batch(lo: int, hi: int) -> pa.Table:
+        ids = list(range(lo, hi))
+        return pa.table({"id": pa.array(ids, pa.int64()),
+                         "grp": pa.array([f"g{rng.randrange(6)}" for _ in ids]),
+                         "v": pa.array([rng.uniform(-10, 10) for _ in ids])})
+
+    loaded, lo = [], 0
+    for round_ in range(4):
+        for node in nodes:
+            b = batch(lo, lo + 400)
+            lo += 400
+            ingest(node, "lc", b)
+            node.flush("lc")
+            loaded.append(b)
+    for node in nodes:  # rows only in each node's buffer
+        b = batch(lo, lo + 250)
+        lo += 250
+        ingest(node, "lc", b)
+        loaded.append(b)
+    db = duckdb.connect()
+    db.register("src", pa.concat_tables(loaded))
+    db.execute("CREATE TABLE lc AS SELECT * FROM src")
+    probes = [
+        "SELECT count(*) AS n, count(DISTINCT id) AS d, round(sum(v), 6) AS s FROM lc",
+        "SELECT grp, count(*) AS n, round(sum(v), 6) AS s FROM lc GROUP BY grp ORDER BY grp",
+        "SELECT id, grp, v FROM lc WHERE id % 97 = 0 ORDER BY id",
+    ]
+
+    def check_all(label: str):
+        want = [db.sql(p).to_arrow_table().to_pylist() for p in probes]
+        for node in nodes:
+            with node.connect() as conn:
+                got = [query(conn, p).to_pylist() for p in probes]
+            assert got == want, (label, node.node_id)
+
+    check_all("loaded")
+    with nodes[0].connect() as conn:
+        files = query(conn, "SELECT count(*) FROM skein_files WHERE table_name = 'lc'").column(0)[0].as_py()
+    assert files == 12
+
+    # n2 merges the files all three flushed while n1 and n3 keep querying.
+    want = db.sql(probes[1]).to_arrow_table().to_pylist()
+    stop, failures, answers = threading.Event(), [], [0]
+
+    def reader(node):
+        with node.connect() as conn:
+            while not stop.is_set():
+                try:
+                    got = query(conn, probes[1]).to_pylist()
+                    if got != want:
+                        failures.append((node.node_id, got))
+                    answers[0] += 1
+                except Exception as e:  # noqa: BLE001 - every failure is reported below
+                    failures.append((node.node_id, repr(e)))
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in (nodes[0], nodes[2])]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: answers[0] >= 4, "readers under way")
+        client = nodes[1].flight_client()
+        report = json.loads(next(iter(client.do_action(flight.Action("skein.compact", b"lc")))).body.to_pybytes())
+        client.close()
+        seen = answers[0]
+        wait_for(lambda: answers[0] >= seen + 4, "readers after the merge")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == [], failures[:3]
+    assert report["merged_files"] == 12 and report["files"] == 1, report
+    for node in nodes:
+        with node.connect() as conn:
+            assert query(conn, "SELECT files FROM skein_tables WHERE table_name = 'lc'").column(0)[0].as_py() == 1
+    check_all("compacted")
+
+    # A DELETE on n3 and an UPDATE on n1 reach the rows buffered on every node as well.
+    delete = "DELETE FROM lc WHERE id % 5 = 0 OR (grp = 'g3' AND v > 0)"
+    want_deleted = db.execute(delete).fetchall()[0][0]
+    assert execute_update(nodes[2], delete) == want_deleted > 0
+    check_all("deleted")
+    update = "UPDATE lc SET v = v * 2 + 1, grp = upper(grp) WHERE id BETWEEN 1000 AND 5200 AND grp <> 'g1'"
+    want_updated = db.execute(update).fetchall()[0][0]
+    assert execute_update(nodes[0], update) == want_updated > 0
+    check_all("updated")
+    for node in nodes:
+        with node.connect() as conn:
+            assert query(conn, "SELECT buffered_rows FROM skein_tables WHERE table_name = 'lc'").column(0)[0].as_py() == 0
+    # Rows ingested afterwards join the changed ones; a node killed holding them replays only
+    # them, never a row the statements changed.
+    more = batch(lo, lo + 300)
+    ingest(nodes[1], "lc", more)
+    db.register("more", more)
+    db.execute("INSERT INTO lc SELECT * FROM more")
+    check_all("ingested after")
+    cluster.kill(nodes[1])
+    cluster.restart(nodes[1])
+    cluster.wait_all_members(3)
+    nodes = cluster.live()
+    check_all("after a restart")
