@@ -2,6 +2,8 @@
 //! `INSERT` to land in a staging table. Parsing uses `sqlparser`'s DuckDB dialect; anything it
 //! cannot parse is left to DuckDB (see [`Plan::Unparsed`]).
 
+use std::ops::ControlFlow;
+
 use sqlparser::ast::{
     AlterTableOperation, Ident, ObjectName, ObjectNamePart, ObjectType, Statement, TableObject,
 };
@@ -87,15 +89,17 @@ impl Rewrite {
         }
     }
 
-    /// The relation with, per row, its assignments' values (`__skein_a<i>`) and whether it
-    /// matches (`__skein_hit`). Parameters appear in the statement's own order: assignments,
-    /// then the condition.
+    /// The relation with, per row, whether it matches (`__skein_hit`) and, for the rows that
+    /// do, its assignments' values (`__skein_a<i>`): like DuckDB's own UPDATE, an expression
+    /// is not evaluated for a row the condition excludes. Parameters are numbered (`$n`, see
+    /// [`number_placeholders`]), so their order in this text does not matter.
     fn marked(&self) -> String {
+        let hit = self.hit();
         let mut cols = vec!["*".to_string()];
         for (i, (_, e)) in self.assignments.iter().enumerate() {
-            cols.push(format!("({e}) AS __skein_a{i}"));
+            cols.push(format!("CASE WHEN {hit} THEN ({e}) END AS __skein_a{i}"));
         }
-        cols.push(format!("{} AS __skein_hit", self.hit()));
+        cols.push(format!("{hit} AS __skein_hit"));
         format!("SELECT {} FROM {}", cols.join(", "), self.relation)
     }
 
@@ -149,9 +153,28 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Numbers the statement's positional parameters (`?` → `$1`, `$2`, … in the order they are
+/// written), so that they keep their values wherever a rewrite places or repeats them.
+fn number_placeholders(statement: &mut Statement) {
+    use sqlparser::ast::{Value, ValueWithSpan, VisitMut, VisitorMut};
+    struct Numbering(usize);
+    impl VisitorMut for Numbering {
+        type Break = ();
+        fn pre_visit_value(&mut self, value: &mut ValueWithSpan) -> ControlFlow<()> {
+            if matches!(&value.value, Value::Placeholder(p) if p == "?") {
+                self.0 += 1;
+                value.value = Value::Placeholder(format!("${}", self.0));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Numbering(0));
+}
+
 /// Takes a DELETE or UPDATE apart; refuses the forms skein does not rewrite.
-fn rewrite_plan(statement: Statement, catalog: &str) -> Result<Rewrite> {
+fn rewrite_plan(mut statement: Statement, catalog: &str) -> Result<Rewrite> {
     use sqlparser::ast::{AssignmentTarget, FromTable, TableFactor};
+    number_placeholders(&mut statement);
     let unsupported = |what: &str| Error::Unsupported(format!("{what} is not supported"));
     let single = |t: &sqlparser::ast::TableWithJoins| -> Result<(String, String)> {
         if !t.joins.is_empty() {
@@ -429,6 +452,27 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_parameters_are_numbered_in_written_order() {
+        let Ok(Plan::Rewrite(r)) = plan(
+            "UPDATE t SET v = v + ?, g = ? WHERE id < ? AND g <> ?",
+            "db",
+        ) else {
+            panic!("not a rewrite");
+        };
+        assert_eq!(
+            r.assignments,
+            [("v".into(), "v + $1".into()), ("g".into(), "$2".into())]
+        );
+        assert_eq!(r.selection.as_deref(), Some("id < $3 AND g <> $4"));
+        // Numbered parameters may repeat: the condition guards every assignment.
+        assert_eq!(r.count_sql().matches("$3").count(), 3);
+        let Ok(Plan::Rewrite(d)) = plan("DELETE FROM t WHERE id = $2 OR id = $1", "db") else {
+            panic!("not a rewrite");
+        };
+        assert_eq!(d.selection.as_deref(), Some("id = $2 OR id = $1"));
+    }
 
     #[test]
     fn classifies_statements() {

@@ -147,6 +147,8 @@ DML = [
     "UPDATE t AS x SET v = -x.v WHERE x.grp = 'g4'",
     "DELETE FROM t WHERE v > 5000 OR grp IS NULL",
     "UPDATE t SET ts = ts + INTERVAL 1 DAY WHERE id < 100",
+    # The new value is only computed for the rows that change: '3-x' would not cast.
+    "UPDATE t SET v = CAST(substr(grp, 2) AS DOUBLE) WHERE grp NOT LIKE '%-x' AND id % 3 = 0",
 ]
 
 
@@ -176,6 +178,16 @@ def test_delete_and_update_match_duckdb_over_flushed_and_buffered_rows(make_node
         want = db.execute("DELETE FROM t WHERE id >= 10 AND id < 20").fetchone()[0]
         want += db.execute("DELETE FROM t WHERE id >= 6000 AND id < 6010").fetchone()[0]
         assert got == want, (got, want)
+        # Parameters in SET and in WHERE, bound in the statement's order.
+        with conn.cursor() as cur:
+            cur.adbc_statement.set_sql_query("UPDATE t SET v = v + ?, grp = ? WHERE id < ? AND grp <> ?")
+            cur.adbc_statement.prepare()
+            cur.adbc_statement.bind(pa.record_batch(
+                [pa.array([1.5]), pa.array(["bound"]), pa.array([300]), pa.array(["g2"])],
+                names=["a", "b", "c", "d"]))
+            got = cur.adbc_statement.execute_update()
+        want = db.execute("UPDATE t SET v = v + 1.5, grp = 'bound' WHERE id < 300 AND grp <> 'g2'").fetchone()[0]
+        assert got == want > 0, (got, want)
         compare = "SELECT * FROM t ORDER BY id"
         assert query(conn, compare).to_pylist() == db.sql(compare).to_arrow_table().to_pylist()
         # A statement that matches nothing changes nothing and says so.
