@@ -29,6 +29,7 @@ mod ingest;
 mod reads;
 mod rewrite;
 mod shared;
+mod uploads;
 pub use cluster::{AppendMark, Peers, fragment_values};
 use ingest::{InFlight, open_wal};
 pub use reads::{ReadSet, Selected};
@@ -115,6 +116,8 @@ pub struct Node {
     pinned: reads::PinnedKeys,
     /// Serialises compaction passes and DELETE/UPDATE rewrites on this node, per table id.
     rewrites: parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Notes of objects uploaded and not yet committed.
+    uploads: uploads::Uploads,
     /// The embedded DuckDB; declared last so that it drops after the tables' connections.
     pub engine: Engine,
 }
@@ -167,6 +170,7 @@ impl Node {
         let data_dir =
             std::fs::canonicalize(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
         let tmp_dir = data_dir.join("tmp");
+        let uploads = uploads::Uploads::open(data_dir.join("uploads"))?;
         for dir in [&tmp_dir, &data_dir.join("duckdb-tmp")] {
             std::fs::create_dir_all(dir).map_err(|e| dir_error(dir, e))?;
         }
@@ -266,8 +270,12 @@ impl Node {
             aggregates: std::sync::OnceLock::new(),
             pinned: Default::default(),
             rewrites: Default::default(),
+            uploads,
             engine,
         });
+        if let Err(e) = node.collect_orphans().await {
+            warn!(error = %e, "collecting objects of uploads never committed failed");
+        }
         Ok(node)
     }
 

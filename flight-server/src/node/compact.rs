@@ -11,6 +11,7 @@ use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
 use tracing::{info, warn};
 
 use super::reads::ReadSet;
+use super::uploads::note_of;
 use super::{Node, blocking, now_ms};
 use crate::engine::{ident, literal};
 use crate::error::{Error, Result};
@@ -125,7 +126,7 @@ impl Node {
                 continue;
             };
             if written.rows != expected {
-                let _ = self.store.delete(&written.file.key).await;
+                self.discard(std::slice::from_ref(&written.file)).await;
                 return Err(Error::Internal(format!(
                     "merging {} files of table {:?} wrote {} rows instead of {expected}; \
                      nothing was replaced",
@@ -140,6 +141,7 @@ impl Node {
                 .await
             {
                 Ok(_) => {
+                    self.uploads.end(note_of(&output.key));
                     report.merges += 1;
                     report.merged_files += merge.inputs.len();
                     self.metrics
@@ -150,7 +152,7 @@ impl Node {
                 }
                 Err(Error::Aborted(reason)) => {
                     // Another change took an input meanwhile: its result stands, ours goes.
-                    let _ = self.store.delete(&output.key).await;
+                    self.discard(std::slice::from_ref(&output)).await;
                     info!(table = %meta.name, %reason, "merge skipped");
                 }
                 Err(e) => return Err(e),
@@ -244,6 +246,20 @@ impl Node {
         Ok(due.len())
     }
 
+    /// Deletes rewrite outputs that no catalog lists (a swap refused, or never tried). An
+    /// output whose swap failed otherwise may be listed after all: its note stays, and the
+    /// node's next start decides.
+    pub(super) async fn discard(&self, outputs: &[FileMeta]) {
+        for o in outputs {
+            match self.store.delete(&o.key).await {
+                Ok(()) => self.uploads.end(note_of(&o.key)),
+                Err(e) => {
+                    warn!(object_key = %o.key, error = %e, "deleting an unused rewrite output failed")
+                }
+            }
+        }
+    }
+
     /// Writes the result of `sql` (a query over `main.<table>`, which shows exactly `inputs`
     /// here) to a new Parquet object of the table. `reads` are other tables the statement
     /// reads. `None` when the result has no rows (nothing is uploaded then).
@@ -296,6 +312,8 @@ impl Node {
             Some(day) => format!("tables/{}/{day}/{name}", meta.id),
             None => format!("tables/{}/{name}", meta.id),
         };
+        self.uploads
+            .begin(note_of(&key), std::slice::from_ref(&key))?;
         let uploaded = self.store.put_file(&key, &tmp).await;
         let _ = std::fs::remove_file(&tmp);
         let bytes = uploaded?;

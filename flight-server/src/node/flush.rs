@@ -8,6 +8,7 @@ use std::time::Duration;
 use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
 use tracing::{info, warn};
 
+use super::compact::kill_point;
 use super::{Node, blocking, now_ms};
 use crate::error::{Error, Result};
 use crate::table::{FlushGeneration, TableRuntime, flushed_from};
@@ -78,6 +79,7 @@ impl Node {
             .is_some_and(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
         if listed {
             // An earlier attempt committed the files and failed to switch the view.
+            self.uploads.end(&stem);
             let meta = self
                 .catalog
                 .snapshot()
@@ -128,8 +130,11 @@ impl Node {
             for f in &files {
                 self.store.delete(&f.key).await?;
             }
+            self.uploads.end(&stem);
             return Ok(false);
         };
+        kill_point("flush:committed");
+        self.uploads.end(&stem);
         let paths = self.paths(&meta)?;
         self.sync_meta(rt);
         let finish_rt = Arc::clone(rt);
@@ -168,19 +173,29 @@ impl Node {
         })
         .await?;
         let single = written.len() == 1 && written[0].1.day.is_none();
+        let keys: Vec<String> = written
+            .iter()
+            .enumerate()
+            .map(|(i, (_, w))| {
+                let name = if single {
+                    format!("{stem}.parquet")
+                } else {
+                    format!("{stem}-{i}.parquet")
+                };
+                match &w.day {
+                    Some(day) => format!("tables/{}/{day}/{name}", rt.id),
+                    None => format!("tables/{}/{name}", rt.id),
+                }
+            })
+            .collect();
+        // Written down before the upload: a node killed before the commit deletes them on its
+        // next start.
+        self.uploads.begin(stem, &keys)?;
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
-        for (i, ((rows, stats), w)) in written.into_iter().enumerate() {
-            let name = if single {
-                format!("{stem}.parquet")
-            } else {
-                format!("{stem}-{i}.parquet")
-            };
-            let key = match &w.day {
-                Some(day) => format!("tables/{}/{day}/{name}", rt.id),
-                None => format!("tables/{}/{name}", rt.id),
-            };
+        for (((rows, stats), w), key) in written.into_iter().zip(keys) {
             let bytes = self.store.put_file(&key, &w.path).await?;
+            kill_point("flush:uploaded");
             files.push(FileMeta {
                 partition: w.day,
                 key,

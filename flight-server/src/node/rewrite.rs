@@ -10,6 +10,7 @@ use std::time::Instant;
 use duckdb::types::Value;
 use skein_storage::FileMeta;
 
+use super::uploads::note_of;
 use super::{Node, now_ms};
 use crate::error::{Error, Result};
 use crate::sql::Rewrite;
@@ -123,13 +124,8 @@ impl Node {
                 Ok(())
             }
             .await;
-            let discard = |outputs: Vec<FileMeta>| async move {
-                for o in outputs {
-                    let _ = self.store.delete(&o.key).await;
-                }
-            };
             if let Err(e) = outcome {
-                discard(outputs).await;
+                self.discard(&outputs).await;
                 return Err(e);
             }
             if inputs.is_empty() {
@@ -137,6 +133,9 @@ impl Node {
             }
             match self.swap_files(rt, &inputs, outputs.clone(), kind).await {
                 Ok(_) => {
+                    for o in &outputs {
+                        self.uploads.end(note_of(&o.key));
+                    }
                     self.metrics
                         .rewrite_seconds
                         .with_label_values(&[kind])
@@ -145,13 +144,15 @@ impl Node {
                     return Ok(changed);
                 }
                 Err(Error::Aborted(reason)) if attempt < ATTEMPTS => {
-                    discard(outputs).await;
+                    self.discard(&outputs).await;
                     tracing::info!(table = %plan.table, %reason, attempt, "rewrite raced another change; starting again");
                 }
-                Err(e) => {
-                    discard(outputs).await;
+                Err(e @ Error::Aborted(_)) => {
+                    self.discard(&outputs).await;
                     return Err(e);
                 }
+                // The commit may have landed: the outputs stay until the next start decides.
+                Err(e) => return Err(e),
             }
         }
     }
