@@ -308,6 +308,19 @@ impl Node {
         local_paths(self.store.as_ref(), files)
     }
 
+    /// `rt`'s table in the newest catalog snapshot, retired files included (`None` once it is
+    /// dropped).
+    fn current_meta(&self, rt: &TableRuntime) -> Option<TableMeta> {
+        self.catalog.snapshot().table_by_id(rt.id).cloned()
+    }
+
+    /// [`Self::current_meta`], or UnknownTable if it was dropped.
+    fn existing_meta(&self, rt: &TableRuntime) -> Result<TableMeta> {
+        self.current_meta(rt).ok_or_else(|| Error::UnknownTable {
+            table: rt.name.clone(),
+        })
+    }
+
     /// Gives a runtime the table's metadata from the newest catalog snapshot.
     fn sync_meta(&self, rt: &TableRuntime) {
         let s = self.catalog.snapshot();

@@ -233,9 +233,19 @@ def test_users_limited_to_tables_see_and_touch_only_those(secured):
         for sql in ["INSERT INTO t VALUES (9)", "CREATE TABLE w2 (a INT)", "DROP TABLE u"]:
             with pytest.raises(adbc_driver_manager.Error, match="may not use table"):
                 cur.execute(sql)
-        with pytest.raises(adbc_driver_manager.Error, match="may not read"):
-            cur.execute("INSERT INTO w SELECT id FROM t")
+        for sql in ["INSERT INTO w SELECT id FROM t", "DELETE FROM t WHERE id = 1", "UPDATE t SET id = 7"]:
+            with pytest.raises(adbc_driver_manager.Error, match="may not read"):
+                cur.execute(sql)
         assert query(conn, "SELECT count(*) AS n FROM w").column("n")[0].as_py() == 3
+    # Maintenance actions on a table are held to the same limits.
+    client, options = login(secured, "walt", "w2-pass")
+    try:
+        for kind in ["skein.flush", "skein.compact"]:
+            with pytest.raises(flight.FlightError, match="may not use table"):
+                list(client.do_action(flight.Action(kind, b"t"), options))
+            assert len(list(client.do_action(flight.Action(kind, b"w"), options))) == 1
+    finally:
+        client.close()
     with adbc(secured, "wendy", "w-pass") as conn:
         assert query(conn, "SELECT count(*) AS n FROM t").column("n")[0].as_py() == 2
         assert query(conn, "SELECT count(*) AS n FROM u").column("n")[0].as_py() == 1

@@ -92,7 +92,7 @@ impl Node {
             table: rt.name.clone(),
             ..CompactionReport::default()
         };
-        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+        let Some(meta) = self.current_meta(rt) else {
             return Ok(report);
         };
         // Retention first, so that no expired row is merged into a file that lives on.
@@ -105,7 +105,7 @@ impl Node {
                 info!(table = %meta.name, files = keys.len(), "dropped files past the table's retention");
             }
         }
-        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+        let Some(meta) = self.current_meta(rt) else {
             return Ok(report);
         };
         for merge in skein_compaction::plan_merges(&meta, &self.policy(), now_ms()) {
@@ -159,11 +159,7 @@ impl Node {
             }
         }
         report.deleted_objects = self.delete_retired(rt).await?;
-        report.files = self
-            .catalog
-            .snapshot()
-            .table_by_id(rt.id)
-            .map_or(0, |t| t.files.len());
+        report.files = self.current_meta(rt).map_or(0, |t| t.files.len());
         Ok(report)
     }
 
@@ -218,7 +214,7 @@ impl Node {
     /// Deletes the objects of `rt`'s retired files whose grace period is over (and that no
     /// query on this node reads), then forgets them.
     async fn delete_retired(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<usize> {
-        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+        let Some(meta) = self.current_meta(rt) else {
             return Ok(0);
         };
         let due: Vec<String> = skein_compaction::due_for_deletion(&meta, now_ms())

@@ -45,7 +45,7 @@ impl Node {
                 "flushes are stopped until a restart replays the WAL".into(),
             ));
         }
-        let Some(meta) = self.catalog.snapshot().table_by_id(rt.id).cloned() else {
+        let Some(meta) = self.current_meta(rt) else {
             return Ok(false);
         };
         let paths = self.paths(&meta)?;
@@ -73,21 +73,12 @@ impl Node {
         });
         rt.set_flush_file(generation, &stem, seq);
         let listed = self
-            .catalog
-            .snapshot()
-            .table_by_id(rt.id)
+            .current_meta(rt)
             .is_some_and(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
         if listed {
             // An earlier attempt committed the files and failed to switch the view.
             self.uploads.end(&stem);
-            let meta = self
-                .catalog
-                .snapshot()
-                .table_by_id(rt.id)
-                .cloned()
-                .ok_or_else(|| Error::UnknownTable {
-                    table: rt.name.clone(),
-                })?;
+            let meta = self.existing_meta(rt)?;
             let paths = self.paths(&meta)?;
             self.sync_meta(rt);
             let finish_rt = Arc::clone(rt);

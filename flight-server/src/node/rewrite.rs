@@ -70,14 +70,7 @@ impl Node {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let meta = self
-                .catalog
-                .snapshot()
-                .table_by_id(rt.id)
-                .cloned()
-                .ok_or_else(|| Error::UnknownTable {
-                    table: plan.table.clone(),
-                })?;
+            let meta = self.existing_meta(rt)?;
             let columns: Vec<(String, String)> = meta
                 .columns
                 .iter()

@@ -96,6 +96,30 @@ struct RestoreRequest {
     dry_run: bool,
 }
 
+/// The table an action's body names (empty: every table).
+fn table_body(body: &[u8], action: &str) -> Result<String> {
+    let name = std::str::from_utf8(body).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "the {action} action's body must be a UTF-8 table name"
+        ))
+    })?;
+    Ok(name.trim().to_string())
+}
+
+/// The table `name`, or with an empty name every table, that the caller may use.
+fn tables_named(node: &Arc<Node>, name: &str) -> Result<Vec<Arc<crate::table::TableRuntime>>> {
+    if name.is_empty() {
+        return Ok(node
+            .list_tables()
+            .into_iter()
+            .filter(|(m, _)| crate::auth::require_table(&m.name).is_ok())
+            .map(|(_, rt)| rt)
+            .collect());
+    }
+    crate::auth::require_table(name)?;
+    Ok(vec![node.table(name)?])
+}
+
 fn json_result<T: serde::Serialize>(value: &T) -> Result<Bytes> {
     serde_json::to_vec(value)
         .map(Bytes::from)
@@ -222,41 +246,23 @@ pub(crate) async fn fallback(
         }
         FLUSH => {
             crate::auth::require(crate::auth::Role::Writer, "flush")?;
-            let table = std::str::from_utf8(&action.body)
-                .map_err(|_| {
-                    Error::InvalidArgument(
-                        "the flush action's body must be a UTF-8 table name".into(),
-                    )
-                })?
-                .trim()
-                .to_string();
-            let only = (!table.is_empty()).then_some(table.as_str());
-            node.flush_all(only).await?;
-            let body = serde_json::json!({ "flushed": only.map_or_else(|| "*".to_string(), str::to_string) });
+            let table = table_body(&action.body, "flush")?;
+            for rt in tables_named(node, &table)? {
+                node.flush_table(&rt).await?;
+            }
+            let flushed = if table.is_empty() {
+                "*"
+            } else {
+                table.as_str()
+            };
+            let body = serde_json::json!({ "flushed": flushed });
             Ok(single(Bytes::from(body.to_string())))
         }
         COMPACT => {
             crate::auth::require(crate::auth::Role::Writer, "compact tables")?;
-            let table = std::str::from_utf8(&action.body)
-                .map_err(|_| {
-                    Error::InvalidArgument(
-                        "the compact action's body must be a UTF-8 table name".into(),
-                    )
-                })?
-                .trim()
-                .to_string();
-            let targets = if table.is_empty() {
-                node.list_tables()
-                    .into_iter()
-                    .filter(|(m, _)| crate::auth::require_table(&m.name).is_ok())
-                    .map(|(_, rt)| rt)
-                    .collect()
-            } else {
-                crate::auth::require_table(&table)?;
-                vec![node.table(&table)?]
-            };
+            let table = table_body(&action.body, "compact")?;
             let mut results = Vec::new();
-            for rt in targets {
+            for rt in tables_named(node, &table)? {
                 let report = node.compact_table(&rt).await?;
                 results.push(Ok(arrow_flight::Result {
                     body: json_result(&report)?,
