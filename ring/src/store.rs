@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Value};
-use deadpool_redis::{Pool, Runtime};
+use skein_storage::redis_catalog::redact;
 
 use crate::error::{Error, Result};
 use crate::ring::Member;
@@ -71,37 +72,11 @@ pub(crate) enum Refresh {
 /// Connects lazily: an unreachable server shows at the first command, e.g. in
 /// [`crate::Membership::join`].
 pub fn connect_pool(url: &str, timeout: Duration) -> Result<Pool> {
-    let invalid = |message: String| Error::InvalidArgument {
-        message: format!("Redis URL {}: {message}", redact(url)),
-    };
-    let connection = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let manager = deadpool_redis::Manager::new_with_config(url, connection)
-        .map_err(|e| invalid(format!("invalid: {e}")))?;
-    Pool::builder(manager)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| invalid(format!("cannot create a connection pool: {e}")))
-}
-
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
+    skein_storage::redis_catalog::redis_pool(url, timeout).map_err(|message| {
+        Error::InvalidArgument {
+            message: format!("Redis URL {}: {message}", redact(url)),
         }
-        _ => url.to_string(),
-    }
+    })
 }
 
 /// The server a pool connects to, without credentials. The pool does not expose its URL; its

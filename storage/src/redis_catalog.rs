@@ -101,8 +101,23 @@ impl std::fmt::Debug for RedisCatalog {
     }
 }
 
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
-fn redact(url: &str) -> String {
+/// A connection pool for Redis at `url` whose connections and answers follow `timeout` (the
+/// client's own deadlines, 500 ms answers by default, would not). Connects lazily: an
+/// unreachable server shows at the first command. The error says what is wrong with `url`.
+pub fn redis_pool(url: &str, timeout: Duration) -> std::result::Result<Pool, String> {
+    let connection = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let manager = deadpool_redis::Manager::new_with_config(url, connection)
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
+    Pool::builder(manager)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| format!("cannot create a connection pool: {e}"))
+}
+
+/// `redis://user:secret@host/0` → `redis://user:***@host/0`, for messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
@@ -134,16 +149,7 @@ impl RedisCatalog {
                 "cluster name {cluster:?} must be non-empty and without spaces"
             )));
         }
-        // The client's own deadlines (500 ms answers by default) follow ours.
-        let connection = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager = deadpool_redis::Manager::new_with_config(url, connection)
-            .map_err(|e| error(format!("invalid Redis URL: {e}")))?;
-        let pool = Pool::builder(manager)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| error(format!("cannot create a connection pool: {e}")))?;
+        let pool = redis_pool(url, timeout).map_err(error)?;
         let catalog = Self {
             pool,
             url: shown.clone(),
