@@ -1177,7 +1177,8 @@ def test_a_node_stopped_with_sigterm_flushes_and_leaves(cluster3):
 
 def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
     """Every node's files merged by one node while two others query; DELETE and UPDATE issued on
-    different nodes change rows flushed by all three and rows still in their buffers."""
+    different nodes change rows flushed by all three and rows still in their buffers. The table
+    is laid out by day, so every flush writes two files to the bucket."""
     cluster = make_cluster(3, "--compaction-cool-down", "0s", "--compaction-min-files", "2",
                            "--compaction-interval", "0s")
     nodes = cluster.live()
@@ -1187,8 +1188,12 @@ def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
         ids = list(range(lo, hi))
         return pa.table({"id": pa.array(ids, pa.int64()),
                          "grp": pa.array([f"g{rng.randrange(6)}" for _ in ids]),
-                         "v": pa.array([rng.uniform(-10, 10) for _ in ids])})
+                         "v": pa.array([rng.uniform(-10, 10) for _ in ids]),
+                         "ts": pa.array([T0 + datetime.timedelta(days=i % 2, seconds=i) for i in ids],
+                                        pa.timestamp("us"))})
 
+    with nodes[0].connect() as conn:
+        query(conn, "CREATE TABLE lc (id BIGINT, grp VARCHAR, v DOUBLE, ts TIMESTAMP) WITH (time_column = 'ts')")
     loaded, lo = [], 0
     for round_ in range(4):
         for node in nodes:
@@ -1208,7 +1213,8 @@ def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
     probes = [
         "SELECT count(*) AS n, count(DISTINCT id) AS d, round(sum(v), 6) AS s FROM lc",
         "SELECT grp, count(*) AS n, round(sum(v), 6) AS s FROM lc GROUP BY grp ORDER BY grp",
-        "SELECT id, grp, v FROM lc WHERE id % 97 = 0 ORDER BY id",
+        "SELECT id, grp, v, ts FROM lc WHERE id % 97 = 0 ORDER BY id",
+        "SELECT count(*) AS n, round(sum(v), 6) AS s FROM lc WHERE ts < TIMESTAMP '2024-01-02'",
     ]
 
     def check_all(label: str):
@@ -1220,8 +1226,9 @@ def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
 
     check_all("loaded")
     with nodes[0].connect() as conn:
-        files = query(conn, "SELECT count(*) FROM skein_files WHERE table_name = 'lc'").column(0)[0].as_py()
-    assert files == 12
+        files = query(conn, "SELECT partition, count(*) AS n FROM skein_files WHERE table_name = 'lc' "
+                            "GROUP BY ALL ORDER BY 1").to_pylist()
+    assert files == [{"partition": "2024-01-01", "n": 12}, {"partition": "2024-01-02", "n": 12}]
 
     # n2 merges the files all three flushed while n1 and n3 keep querying.
     want = db.sql(probes[1]).to_arrow_table().to_pylist()
@@ -1253,10 +1260,10 @@ def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
         for t in threads:
             t.join()
     assert failures == [], failures[:3]
-    assert report["merged_files"] == 12 and report["files"] == 1, report
+    assert report["merged_files"] == 24 and report["files"] == 2, report
     for node in nodes:
         with node.connect() as conn:
-            assert query(conn, "SELECT files FROM skein_tables WHERE table_name = 'lc'").column(0)[0].as_py() == 1
+            assert query(conn, "SELECT files FROM skein_tables WHERE table_name = 'lc'").column(0)[0].as_py() == 2
     check_all("compacted")
 
     # A DELETE on n3 and an UPDATE on n1 reach the rows buffered on every node as well.
