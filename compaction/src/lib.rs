@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use skein_storage::{ColumnStats, FileMeta, RetiredFile, StatValue, TableMeta};
+use skein_storage::{FileMeta, RetiredFile, StatValue, TableMeta};
 
 /// What compaction aims for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,21 +226,26 @@ pub fn day_of(micros: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_micros(micros).map(|t| t.format("%Y-%m-%d").to_string())
 }
 
-/// The day (partition) all rows of a file with statistics `stats` fall on: the day of its
-/// smallest and largest time when they agree and no row lacks a time; `None` otherwise, or if
-/// `table` has no time column. A rewrite labels its output with it, so an UPDATE that moves
-/// rows to another day never leaves a file under a day it does not hold.
-pub fn partition_of(table: &TableMeta, stats: &[ColumnStats]) -> Option<String> {
-    let column = table.column(table.options.time_column.as_deref()?)?;
-    let s = stats
+/// The files of `table` to lay out by day: with a time column, those without a day whose
+/// rows have times (written before the column was the table's time column, or before this
+/// layout), past the cool-down. A file of rows without a time stays as it is.
+pub fn unlaid_files(table: &TableMeta, policy: &Policy, now_ms: i64) -> Vec<FileMeta> {
+    let Some(column) = table.options.time_column.as_deref() else {
+        return Vec::new();
+    };
+    table
+        .files
         .iter()
-        .find(|s| s.column.eq_ignore_ascii_case(&column.name))?;
-    if s.null_count != Some(0) {
-        return None;
-    }
-    let day = |v: &Option<StatValue>| day_of(stat_micros(&column.sql_type, v.as_ref()?)?);
-    let (lo, hi) = (day(&s.min)?, day(&s.max)?);
-    (lo == hi).then_some(lo)
+        .filter(|f| f.partition.is_none() && now_ms - f.created_at_ms >= policy.cool_down_ms)
+        .filter(|f| {
+            // No statistics: nothing says the file lacks times, so it is laid out too.
+            f.stats
+                .iter()
+                .find(|s| s.column.eq_ignore_ascii_case(column))
+                .is_none_or(|s| s.max.is_some() || s.null_count.is_none_or(|n| n < f.rows))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The files of `table` that retention drops at `now_ms`: every row's time is older than the

@@ -201,19 +201,38 @@ fn time_statistics_are_read_by_their_type() {
 }
 
 #[test]
-fn a_file_is_in_a_partition_only_when_all_its_times_share_a_day() {
+fn files_without_a_day_are_laid_out_once_the_table_has_a_time_column() {
     let day_us = 86_400_000_000i64;
-    let mut t = table(vec![]);
-    let one_day = with_time(file("a", MB, 0, None), 3 * day_us, 4 * day_us - 1, 0);
-    assert_eq!(partition_of(&t, &one_day.stats), None, "no time column");
-    t.options.time_column = Some("ts".into());
-    assert_eq!(
-        partition_of(&t, &one_day.stats).as_deref(),
-        Some("1970-01-04")
+    let timeless = {
+        let mut f = file("timeless", MB, 0, None);
+        f.stats = vec![ColumnStats {
+            column: "ts".into(),
+            null_count: Some(f.rows),
+            min: None,
+            max: None,
+        }];
+        f
+    };
+    let mut t = table(vec![
+        with_time(file("mixed", MB, 0, None), 3 * day_us, 5 * day_us, 0),
+        with_time(
+            file("laid", MB, 0, Some("1970-01-04")),
+            3 * day_us,
+            3 * day_us,
+            0,
+        ),
+        timeless,
+        file("no-stats", MB, 0, None),
+        with_time(file("fresh", MB, 9_500, None), 3 * day_us, 5 * day_us, 0),
+    ]);
+    assert!(
+        unlaid_files(&t, &POLICY, 10_000).is_empty(),
+        "no time column"
     );
-    let two_days = with_time(file("b", MB, 0, None), 3 * day_us, 4 * day_us, 0);
-    assert_eq!(partition_of(&t, &two_days.stats), None);
-    let with_null = with_time(file("c", MB, 0, None), 3 * day_us, 3 * day_us, 1);
-    assert_eq!(partition_of(&t, &with_null.stats), None);
-    assert_eq!(partition_of(&t, &[]), None, "no statistics");
+    t.options.time_column = Some("TS".into());
+    let keys: Vec<String> = unlaid_files(&t, &POLICY, 10_000)
+        .into_iter()
+        .map(|f| f.key)
+        .collect();
+    assert_eq!(keys, ["mixed", "no-stats"]);
 }

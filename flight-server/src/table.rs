@@ -563,9 +563,8 @@ impl TableRuntime {
         Ok(())
     }
 
-    /// Writes generation `generation` as Parquet (zstd, with statistics) under directory `dir`,
-    /// which must not exist yet: one file, or with `time_column` one file per day of it (UTC)
-    /// and one for rows without a time.
+    /// Writes generation `generation` as Parquet under directory `dir` (see
+    /// [`write_parquet_files`]).
     pub fn write_parquet(
         &self,
         generation: u64,
@@ -573,56 +572,8 @@ impl TableRuntime {
         time_column: Option<&ColumnMeta>,
     ) -> Result<Vec<WrittenFile>> {
         let conn = self.buffer.lock().conn.try_clone()?;
-        let source = buffer_table(self.id, generation);
-        let options = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
-        let Some(column) = time_column else {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("{dir:?}: {e}")))?;
-            let path = dir.join("data.parquet");
-            conn.execute(
-                &format!(
-                    "COPY (SELECT * FROM {source}) TO {} ({options})",
-                    literal(&path.display().to_string())
-                ),
-                [],
-            )?;
-            return Ok(vec![WrittenFile { path, day: None }]);
-        };
-        conn.execute(
-            &format!(
-                "COPY (SELECT *, strftime({}, '%Y-%m-%d') AS {DAY_COLUMN} FROM {source}) \
-                 TO {} ({options}, PARTITION_BY ({DAY_COLUMN}))",
-                day_sql(column),
-                literal(&dir.display().to_string())
-            ),
-            [],
-        )?;
-        let mut written = Vec::new();
-        let read =
-            |d: &Path| std::fs::read_dir(d).map_err(|e| Error::Internal(format!("{d:?}: {e}")));
-        for part in read(dir)? {
-            let part = part
-                .map_err(|e| Error::Internal(format!("{dir:?}: {e}")))?
-                .path();
-            let name = part
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let Some(value) = name.strip_prefix(&format!("{DAY_COLUMN}=")) else {
-                return Err(Error::Internal(format!("unexpected flush output {part:?}")));
-            };
-            let day = (value != NULL_PARTITION).then(|| value.to_string());
-            let mut files: Vec<PathBuf> = read(&part)?
-                .map(|f| f.map(|f| f.path()))
-                .collect::<std::io::Result<_>>()
-                .map_err(|e| Error::Internal(format!("{part:?}: {e}")))?;
-            files.sort();
-            written.extend(files.into_iter().map(|path| WrittenFile {
-                path,
-                day: day.clone(),
-            }));
-        }
-        written.sort_by(|a, b| (&a.day, &a.path).cmp(&(&b.day, &b.path)));
-        Ok(written)
+        let select = format!("SELECT * FROM {}", buffer_table(self.id, generation));
+        write_parquet_files(&conn, &select, &[], time_column, dir)
     }
 
     /// Points the table's view at `meta`'s files (at `paths`) after they were rewritten,
@@ -745,6 +696,74 @@ fn without_retired(meta: &TableMeta) -> TableMeta {
         retired: Vec::new(),
     }
 }
+
+/// Writes the rows of query `select` (with parameters `values`) as Parquet (zstd, with
+/// statistics) under directory `dir`, which must not exist yet: one file, or with
+/// `time_column` one file per UTC day of it and one for rows without a time (days in order,
+/// the timeless last). No file if there are no rows.
+pub fn write_parquet_files(
+    conn: &Connection,
+    select: &str,
+    values: &[duckdb::types::Value],
+    time_column: Option<&ColumnMeta>,
+    dir: &Path,
+) -> Result<Vec<WrittenFile>> {
+    let io = |d: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", d.display()));
+    let params = duckdb::params_from_iter(values.iter());
+    let Some(column) = time_column else {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let path = dir.join("data.parquet");
+        let copy = format!(
+            "COPY ({select}) TO {} ({PARQUET_OPTIONS})",
+            literal(&path.display().to_string())
+        );
+        if conn.prepare(&copy)?.execute(params)? == 0 {
+            let _ = std::fs::remove_file(&path);
+            return Ok(Vec::new());
+        }
+        return Ok(vec![WrittenFile { path, day: None }]);
+    };
+    let copy = format!(
+        "COPY (SELECT *, strftime({}, '%Y-%m-%d') AS {DAY_COLUMN} FROM ({select})) \
+         TO {} ({PARQUET_OPTIONS}, PARTITION_BY ({DAY_COLUMN}))",
+        day_sql(column),
+        literal(&dir.display().to_string())
+    );
+    if conn.prepare(&copy)?.execute(params)? == 0 {
+        return Ok(Vec::new());
+    }
+    let mut written = Vec::new();
+    let read = |d: &Path| std::fs::read_dir(d).map_err(|e| io(d, e));
+    for part in read(dir)? {
+        let part = part.map_err(|e| io(dir, e))?.path();
+        let name = part
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let Some(value) = name.strip_prefix(&format!("{DAY_COLUMN}=")) else {
+            return Err(Error::Internal(format!(
+                "unexpected Parquet output {part:?}"
+            )));
+        };
+        let day = (value != NULL_PARTITION).then(|| value.to_string());
+        let mut files: Vec<PathBuf> = read(&part)?
+            .map(|f| f.map(|f| f.path()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| io(&part, e))?;
+        files.sort();
+        written.extend(files.into_iter().map(|path| WrittenFile {
+            path,
+            day: day.clone(),
+        }));
+    }
+    written.sort_by(|a, b| {
+        (a.day.is_none(), &a.day, &a.path).cmp(&(b.day.is_none(), &b.day, &b.path))
+    });
+    Ok(written)
+}
+
+/// How skein writes Parquet: zstd, row groups of DuckDB's default size, with statistics.
+pub const PARQUET_OPTIONS: &str = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
 
 /// The UTC day (a DATE) of time column `column`. Without the ICU extension DuckDB casts a
 /// TIMESTAMP WITH TIME ZONE to TIMESTAMP as UTC but not straight to DATE.

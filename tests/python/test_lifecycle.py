@@ -344,7 +344,7 @@ def test_a_time_column_lays_files_out_by_day_and_filters_prune_them(make_node):
     per_day.update(None if t is None else utc_day(t) for t in second.column("ts").cast(pa.int64()).to_pylist())
     assert {f["partition"]: f["rows"] for f in files} == dict(per_day)
     check()
-    # An UPDATE moving half a day's rows to another day leaves its file without a day.
+    # An UPDATE moving half a day's rows to another day writes them under that day.
     with node.connect() as conn:
         query(conn, "UPDATE ev SET ts = ts - INTERVAL 17 DAY WHERE ts >= TIMESTAMP '2025-11-21' AND ts < TIMESTAMP '2025-11-22' AND id % 2 = 0")
         files = query(conn, "SELECT partition, rows FROM skein_files WHERE table_name = 'ev' ORDER BY partition NULLS LAST").to_pylist()
@@ -353,9 +353,43 @@ def test_a_time_column_lays_files_out_by_day_and_filters_prune_them(make_node):
     db.execute("CREATE TABLE ev AS SELECT * FROM src")
     db.execute("UPDATE ev SET ts = ts - INTERVAL 17 DAY WHERE ts >= TIMESTAMP '2025-11-21' AND ts < TIMESTAMP '2025-11-22' AND id % 2 = 0")
     rows = db.sql("SELECT * FROM ev").to_arrow_table()
-    assert "2025-11-21" not in [f["partition"] for f in files]
-    assert [f["partition"] for f in files].count(None) == 2, files
+    per_day = collections.Counter(None if t is None else utc_day(t) for t in rows.column("ts").cast(pa.int64()).to_pylist())
+    assert sorted((f["partition"] or "", f["rows"]) for f in files) == sorted((d or "", n) for d, n in per_day.items())
+    assert "2025-11-04" in per_day
     check()
+
+
+def test_files_from_before_the_time_column_are_laid_out_by_day(make_node):
+    node = make_node(*COMPACT_FLAGS)
+    day = 86_400_000_000
+    start = 1_763_596_800_000_000  # 2025-11-20 00:00 UTC
+
+    def mixed(first: int, n: int) -> pa.Table:
+        ids = list(range(first, first + n))
+        ts = [None if i % 11 == 0 else start + (i % 4) * day + i for i in ids]
+        return pa.table({"id": pa.array(ids, pa.int64()), "ts": pa.array(ts, pa.timestamp("us")),
+                         "v": pa.array([i * 0.5 for i in ids])})
+
+    rows = load_files(node, "late", [mixed(i * 700, 700) for i in range(3)])
+    with node.connect() as conn:
+        query(conn, "ALTER TABLE late SET (time_column = 'ts')")
+    report = action(node, "skein.compact", b"late")[0]
+    assert report["laid_out_files"] == 3, report
+    per_day = collections.Counter(None if t is None else utc_day(t)
+                                  for t in rows.column("ts").cast(pa.int64()).to_pylist())
+    with node.connect() as conn:
+        files = query(conn, "SELECT partition, rows FROM skein_files WHERE table_name = 'late'").to_pylist()
+        # The three files became one per day and one of rows without a time (merged per day).
+        assert sorted(files, key=lambda f: str(f["partition"])) == sorted(
+            ({"partition": d, "rows": n} for d, n in per_day.items()), key=lambda f: str(f["partition"]))
+        probe = "SELECT count(*) AS n, sum(v) AS s, min(ts) AS lo FROM {t} WHERE ts >= TIMESTAMP '2025-11-22' AND ts < TIMESTAMP '2025-11-23'"
+        read = metric(node, "query_files_read_total")
+        assert query(conn, probe.format(t="late")).to_pylist() == oracle_query(rows, probe)
+        assert metric(node, "query_files_read_total") - read == 1
+        everything = "SELECT count(*) AS n, count(ts) AS t, sum(v) AS s FROM {t}"
+        assert query(conn, everything.format(t="late")).to_pylist() == oracle_query(rows, everything)
+    again = action(node, "skein.compact", b"late")[0]
+    assert (again["laid_out_files"], again["merges"]) == (0, 0), again
 
 
 def oracle_query(rows: pa.Table, sql: str) -> list:

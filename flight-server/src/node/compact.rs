@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use duckdb::types::Value;
 use skein_compaction::{Policy, SwapError, Swapped};
-use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
+use skein_storage::{CatalogState, ColumnStats, FileMeta, TableMeta, stats::read_file_stats};
 use tracing::{info, warn};
 
+use super::flush::file_keys;
 use super::reads::ReadSet;
 use super::uploads::note_of;
 use super::{Node, blocking, now_ms};
-use crate::engine::{ident, literal};
+use crate::engine::ident;
 use crate::error::{Error, Result};
-use crate::table::{TableRuntime, temp_view_sql};
+use crate::table::{TableRuntime, WrittenFile, temp_view_sql, write_parquet_files};
 
 /// Test hook: the process aborts (as if killed) when it reaches the step named by the
 /// `SKEIN_KILL_AT` environment variable, so that tests can stop a node between any two steps
@@ -42,15 +43,18 @@ pub struct CompactionReport {
     pub merged_files: usize,
     /// Files retention dropped.
     pub expired_files: usize,
+    /// Files written before the table had its time column, replaced by one file per day.
+    pub laid_out_files: usize,
     /// Objects of retired files deleted.
     pub deleted_objects: usize,
     /// Files in the manifest afterwards.
     pub files: usize,
 }
 
-/// A file a rewrite wrote and uploaded, not yet in the manifest.
+/// The files a rewrite wrote and uploaded, not yet in the manifest.
 pub(super) struct Written {
-    pub file: FileMeta,
+    /// One, or one per day of the table's time column (none if no row was left).
+    pub files: Vec<FileMeta>,
     /// Rows the statement wrote.
     pub rows: u64,
 }
@@ -105,6 +109,35 @@ impl Node {
                 info!(table = %meta.name, files = keys.len(), "dropped files past the table's retention");
             }
         }
+        // Files from before the table had its time column, laid out by day.
+        for file in skein_compaction::unlaid_files(&meta, &self.policy(), now_ms()) {
+            let sql = format!("SELECT * FROM main.{}", ident(&meta.name));
+            let current = self.current_meta(rt).unwrap_or_else(|| meta.clone());
+            let written = self
+                .write_rewrite(&current, std::slice::from_ref(&file), sql, Vec::new(), None)
+                .await?;
+            if written.rows != file.rows {
+                self.discard(&written.files).await;
+                return Err(Error::Internal(format!(
+                    "laying out file {} of table {:?} by day wrote {} rows instead of {}; \
+                     nothing was replaced",
+                    file.key, meta.name, written.rows, file.rows
+                )));
+            }
+            let days = written.files.len();
+            if self
+                .land(
+                    rt,
+                    std::slice::from_ref(&file.key),
+                    written.files,
+                    "relayout",
+                )
+                .await?
+            {
+                report.laid_out_files += 1;
+                info!(table = %meta.name, object_key = %file.key, days, "laid a file out by day");
+            }
+        }
         let Some(meta) = self.current_meta(rt) else {
             return Ok(report);
         };
@@ -119,14 +152,11 @@ impl Node {
                 .unwrap_or_default();
             let sql = format!("SELECT * FROM main.{}{order}", ident(&meta.name));
             let expected: u64 = merge.inputs.iter().map(|f| f.rows).sum();
-            let Some(written) = self
+            let written = self
                 .write_rewrite(&meta, &merge.inputs, sql, Vec::new(), None)
-                .await?
-            else {
-                continue;
-            };
+                .await?;
             if written.rows != expected {
-                self.discard(std::slice::from_ref(&written.file)).await;
+                self.discard(&written.files).await;
                 return Err(Error::Internal(format!(
                     "merging {} files of table {:?} wrote {} rows instead of {expected}; \
                      nothing was replaced",
@@ -135,27 +165,14 @@ impl Node {
                     written.rows
                 )));
             }
-            let output = written.file;
-            match self
-                .swap_files(rt, &merge.keys(), vec![output.clone()], "merge")
-                .await
-            {
-                Ok(_) => {
-                    self.uploads.end(note_of(&output.key));
-                    report.merges += 1;
-                    report.merged_files += merge.inputs.len();
-                    self.metrics
-                        .rewrite_seconds
-                        .with_label_values(&["merge"])
-                        .observe(started.elapsed().as_secs_f64());
-                    info!(table = %meta.name, files = merge.inputs.len(), rows = expected, bytes = output.bytes, object_key = %output.key, "merged files");
-                }
-                Err(Error::Aborted(reason)) => {
-                    // Another change took an input meanwhile: its result stands, ours goes.
-                    self.discard(std::slice::from_ref(&output)).await;
-                    info!(table = %meta.name, %reason, "merge skipped");
-                }
-                Err(e) => return Err(e),
+            if self.land(rt, &merge.keys(), written.files, "merge").await? {
+                report.merges += 1;
+                report.merged_files += merge.inputs.len();
+                self.metrics
+                    .rewrite_seconds
+                    .with_label_values(&["merge"])
+                    .observe(started.elapsed().as_secs_f64());
+                info!(table = %meta.name, files = merge.inputs.len(), rows = expected, "merged files");
             }
         }
         report.deleted_objects = self.delete_retired(rt).await?;
@@ -242,6 +259,32 @@ impl Node {
         Ok(due.len())
     }
 
+    /// Swaps `outputs` in for `inputs` (kind `kind`): true if they landed; false if another
+    /// change took an input meanwhile (its result stands, the outputs go).
+    async fn land(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        inputs: &[String],
+        outputs: Vec<FileMeta>,
+        kind: &str,
+    ) -> Result<bool> {
+        match self.swap_files(rt, inputs, outputs.clone(), kind).await {
+            Ok(_) => {
+                for o in &outputs {
+                    self.uploads.end(note_of(&o.key));
+                }
+                Ok(true)
+            }
+            Err(Error::Aborted(reason)) => {
+                self.discard(&outputs).await;
+                info!(table = %rt.name, kind, %reason, "rewrite skipped");
+                Ok(false)
+            }
+            // The commit may have landed: the outputs stay until the next start decides.
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes rewrite outputs that no catalog lists (a swap refused, or never tried). An
     /// output whose swap failed otherwise may be listed after all: its note stays, and the
     /// node's next start decides.
@@ -257,8 +300,9 @@ impl Node {
     }
 
     /// Writes the result of `sql` (a query over `main.<table>`, which shows exactly `inputs`
-    /// here) to a new Parquet object of the table. `reads` are other tables the statement
-    /// reads. `None` when the result has no rows (nothing is uploaded then).
+    /// here, with parameters `values`) to new Parquet objects of the table: one, or with a time
+    /// column one per day, as a flush lays them out. `reads` are other tables the statement
+    /// reads. No files when the result has no rows (nothing is uploaded then).
     pub(super) async fn write_rewrite(
         self: &Arc<Self>,
         meta: &TableMeta,
@@ -266,55 +310,43 @@ impl Node {
         sql: String,
         values: Vec<Value>,
         reads: Option<Arc<ReadSet>>,
-    ) -> Result<Option<Written>> {
-        let tmp = self
-            .tmp_dir
-            .join(format!("{}.parquet", uuid::Uuid::new_v4()));
-        let out = tmp.clone();
+    ) -> Result<Written> {
+        let dir = self.tmp_dir.join(uuid::Uuid::new_v4().to_string());
+        let out = dir.clone();
+        let time_column =
+            (meta.options.time_column.as_deref()).and_then(|c| meta.column(c).cloned());
         let written = self
             .over_files(meta, inputs, reads, move |conn| {
-                let copy = format!(
-                    "COPY ({sql}) TO {} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
-                    literal(&out.display().to_string())
-                );
-                let mut stmt = conn.prepare(&copy)?;
-                let rows = stmt.execute(duckdb::params_from_iter(values.iter()))? as u64;
-                if rows == 0 {
-                    return Ok(None);
-                }
-                let (_, stats) = read_file_stats(&out)?;
-                Ok(Some((rows, stats)))
+                let files = write_parquet_files(conn, &sql, &values, time_column.as_ref(), &out)?;
+                files
+                    .into_iter()
+                    .map(|f| Ok((read_file_stats(&f.path)?, f)))
+                    .collect::<Result<Vec<_>>>()
             })
             .await;
-        let (rows, stats) = match written {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Ok(None);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+        let uploaded = match written {
+            Ok(written) => self.upload_rewrite(meta, inputs, written).await,
+            Err(e) => Err(e),
         };
-        // A file whose rows share a day goes under that day, as a flush lays it out.
-        let partition = skein_compaction::partition_of(meta, &stats);
-        let name = format!(
-            "{}-rewrite-{}.parquet",
+        let _ = std::fs::remove_dir_all(&dir);
+        uploaded
+    }
+
+    /// Uploads the files a rewrite wrote, each noted first (see [`super::uploads`]).
+    async fn upload_rewrite(
+        &self,
+        meta: &TableMeta,
+        inputs: &[FileMeta],
+        written: Vec<((u64, Vec<ColumnStats>), WrittenFile)>,
+    ) -> Result<Written> {
+        let stem = format!(
+            "{}-rewrite-{}",
             self.config.node_id,
             uuid::Uuid::new_v4().simple()
         );
-        let key = match &partition {
-            Some(day) => format!("tables/{}/{day}/{name}", meta.id),
-            None => format!("tables/{}/{name}", meta.id),
-        };
-        self.uploads
-            .begin(note_of(&key), std::slice::from_ref(&key))?;
-        let uploaded = self.store.put_file(&key, &tmp).await;
-        let _ = std::fs::remove_file(&tmp);
-        let bytes = uploaded?;
-        kill_point("rewrite:uploaded");
-        // The rows of one node's file keep its origin, so the rule that tells a node which of
+        let days: Vec<Option<String>> = written.iter().map(|(_, w)| w.day.clone()).collect();
+        let keys = file_keys(meta.id, &stem, &days);
+        // The rows of one node's files keep its origin, so the rule that tells a node which of
         // its files a coordinator does not know yet still holds; a merge of several nodes'
         // files has none (it only merges files older than the cool-down).
         let node = inputs
@@ -324,20 +356,36 @@ impl Node {
         let max_seq = node
             .as_ref()
             .and_then(|_| inputs.iter().filter_map(|f| f.max_seq).max());
-        Ok(Some(Written {
-            file: FileMeta {
-                partition,
+        let mut out = Written {
+            files: Vec::with_capacity(written.len()),
+            rows: 0,
+        };
+        for (((rows, stats), w), key) in written.into_iter().zip(keys) {
+            self.uploads
+                .begin(note_of(&key), std::slice::from_ref(&key))?;
+            let uploaded = self.store.put_file(&key, &w.path).await;
+            let bytes = match uploaded {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.discard(&out.files).await;
+                    return Err(e.into());
+                }
+            };
+            kill_point("rewrite:uploaded");
+            out.rows += rows;
+            out.files.push(FileMeta {
+                partition: w.day,
                 key,
                 rows,
                 bytes,
                 columns: meta.columns.iter().map(|c| c.name.clone()).collect(),
                 stats,
                 created_at_ms: now_ms(),
-                node,
+                node: node.clone(),
                 max_seq,
-            },
-            rows,
-        }))
+            });
+        }
+        Ok(out)
     }
 
     /// Runs `work` on a connection where `main.<table>` shows exactly `inputs` (and `reads`,

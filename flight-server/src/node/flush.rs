@@ -163,22 +163,8 @@ impl Node {
                 .collect::<Result<Vec<_>>>()
         })
         .await?;
-        let single = written.len() == 1 && written[0].1.day.is_none();
-        let keys: Vec<String> = written
-            .iter()
-            .enumerate()
-            .map(|(i, (_, w))| {
-                let name = if single {
-                    format!("{stem}.parquet")
-                } else {
-                    format!("{stem}-{i}.parquet")
-                };
-                match &w.day {
-                    Some(day) => format!("tables/{}/{day}/{name}", rt.id),
-                    None => format!("tables/{}/{name}", rt.id),
-                }
-            })
-            .collect();
+        let days: Vec<Option<String>> = written.iter().map(|(_, w)| w.day.clone()).collect();
+        let keys = file_keys(rt.id, stem, &days);
         // Written down before the upload: a node killed before the commit deletes them on its
         // next start.
         self.uploads.begin(stem, &keys)?;
@@ -313,4 +299,25 @@ impl Node {
             }
         }
     }
+}
+
+/// The object keys of files written under name stem `stem` for days `days` (one per file): a
+/// single file without a day is `tables/<id>/<stem>.parquet`; otherwise file `i` is
+/// `tables/<id>/[<day>/]<stem>-<i>.parquet` (see [`flushed_from`]).
+pub(super) fn file_keys(table_id: u64, stem: &str, days: &[Option<String>]) -> Vec<String> {
+    let single = matches!(days, [None]);
+    days.iter()
+        .enumerate()
+        .map(|(i, day)| {
+            let name = if single {
+                format!("{stem}.parquet")
+            } else {
+                format!("{stem}-{i}.parquet")
+            };
+            match day {
+                Some(day) => format!("tables/{table_id}/{day}/{name}"),
+                None => format!("tables/{table_id}/{name}"),
+            }
+        })
+        .collect()
 }

@@ -109,9 +109,7 @@ impl Node {
                         )
                         .await?;
                     inputs.push(f.key.clone());
-                    if let Some(w) = written {
-                        outputs.push(w.file);
-                    }
+                    outputs.extend(written.files);
                     changed += hits;
                 }
                 Ok(())
