@@ -362,7 +362,8 @@ impl Node {
         };
         for (((rows, stats), w), key) in written.into_iter().zip(keys) {
             self.uploads
-                .begin(note_of(&key), std::slice::from_ref(&key))?;
+                .begin(note_of(&key), std::slice::from_ref(&key))
+                .await?;
             let uploaded = self.store.put_file(&key, &w.path).await;
             let bytes = match uploaded {
                 Ok(bytes) => bytes,

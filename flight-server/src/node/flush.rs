@@ -167,7 +167,7 @@ impl Node {
         let keys = file_keys(rt.id, stem, &days);
         // Written down before the upload: a node killed before the commit deletes them on its
         // next start.
-        self.uploads.begin(stem, &keys)?;
+        self.uploads.begin(stem, &keys).await?;
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
         for (((rows, stats), w), key) in written.into_iter().zip(keys) {

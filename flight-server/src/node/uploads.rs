@@ -17,7 +17,7 @@ use super::Node;
 use crate::error::{Error, Result};
 
 /// The notes of uploads not yet committed, one file per flush or rewrite.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Uploads {
     dir: PathBuf,
 }
@@ -46,8 +46,14 @@ impl Uploads {
     }
 
     /// Notes, durably, that `keys` are about to be uploaded under note `name` (a flush's file
-    /// stem, a rewrite's object name), replacing an earlier note of that name.
-    pub(super) fn begin(&self, name: &str, keys: &[String]) -> Result<()> {
+    /// stem, a rewrite's object name), replacing an earlier note of that name. On a blocking
+    /// thread: it syncs a file and the directory.
+    pub(super) async fn begin(&self, name: &str, keys: &[String]) -> Result<()> {
+        let (notes, name, keys) = (self.clone(), name.to_string(), keys.to_vec());
+        super::blocking(move || notes.write(&name, &keys)).await
+    }
+
+    fn write(&self, name: &str, keys: &[String]) -> Result<()> {
         let path = self.path(name)?;
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let write = || -> std::io::Result<()> {
@@ -115,7 +121,8 @@ impl Node {
     /// returns how many. Runs on start, before any flush or rewrite of this process.
     pub(super) async fn collect_orphans(self: &Arc<Self>) -> Result<usize> {
         let mut deleted = 0;
-        for (name, keys) in self.uploads.left()? {
+        let notes = self.uploads.clone();
+        for (name, keys) in super::blocking(move || notes.left()).await? {
             let state = self.catalog.snapshot();
             for key in keys.iter().filter(|k| !referenced(&state, k)) {
                 self.store.delete(key).await?;
