@@ -23,6 +23,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod layout;
 pub mod metrics;
 pub mod node;
 pub mod params;

@@ -13,7 +13,7 @@
 //! it was flushed to: a row is always visible exactly once. Every method blocks.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,7 @@ use skein_storage::{ColumnMeta, TableMeta};
 
 use crate::engine::{BUFFER_SCHEMA, Engine, ident, literal, result_schema};
 use crate::error::{Error, Result};
+use crate::layout::{WrittenFile, flushed_from, write_parquet_files};
 
 /// A table's live state on this node.
 pub struct TableRuntime {
@@ -165,28 +166,6 @@ pub struct FlushGeneration {
     /// The name stem and file sequence number an earlier attempt chose.
     pub file: Option<(String, u64)>,
 }
-
-/// Whether object `key` is one of the files flushed under name stem `stem`: a generation's
-/// files are `<dir>/<stem>.parquet`, or `<dir>/<day>/<stem>-<n>.parquet` when the table is
-/// laid out by day.
-pub fn flushed_from(key: &str, stem: &str) -> bool {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    name.strip_prefix(stem)
-        .is_some_and(|rest| rest == ".parquet" || rest.starts_with('-'))
-}
-
-/// One Parquet file a flush wrote: where it is, and the day of the table's time column all
-/// its rows fall on (`None` for rows without a time, or a table without a time column).
-#[derive(Debug, Clone)]
-pub struct WrittenFile {
-    pub path: PathBuf,
-    pub day: Option<String>,
-}
-
-/// The column a day-partitioned flush adds to route rows; not written to the files.
-const DAY_COLUMN: &str = "__skein_flush_day";
-/// How DuckDB names the partition of NULL values.
-const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
 fn buffer_table(id: u64, generation: u64) -> String {
     format!("{BUFFER_SCHEMA}.{}", ident(&format!("t{id}_g{generation}")))
@@ -694,87 +673,6 @@ fn without_retired(meta: &TableMeta) -> TableMeta {
         created_at_ms: *created_at_ms,
         options: options.clone(),
         retired: Vec::new(),
-    }
-}
-
-/// Writes the rows of query `select` (with parameters `values`) as Parquet (zstd, with
-/// statistics) under directory `dir`, which must not exist yet: one file, or with
-/// `time_column` one file per UTC day of it and one for rows without a time (days in order,
-/// the timeless last). No file if there are no rows.
-pub fn write_parquet_files(
-    conn: &Connection,
-    select: &str,
-    values: &[duckdb::types::Value],
-    time_column: Option<&ColumnMeta>,
-    dir: &Path,
-) -> Result<Vec<WrittenFile>> {
-    let io = |d: &Path, e: std::io::Error| Error::Internal(format!("{}: {e}", d.display()));
-    let params = duckdb::params_from_iter(values.iter());
-    let Some(column) = time_column else {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let path = dir.join("data.parquet");
-        let copy = format!(
-            "COPY ({select}) TO {} ({PARQUET_OPTIONS})",
-            literal(&path.display().to_string())
-        );
-        if conn.prepare(&copy)?.execute(params)? == 0 {
-            let _ = std::fs::remove_file(&path);
-            return Ok(Vec::new());
-        }
-        return Ok(vec![WrittenFile { path, day: None }]);
-    };
-    let copy = format!(
-        "COPY (SELECT *, strftime({}, '%Y-%m-%d') AS {DAY_COLUMN} FROM ({select})) \
-         TO {} ({PARQUET_OPTIONS}, PARTITION_BY ({DAY_COLUMN}))",
-        day_sql(column),
-        literal(&dir.display().to_string())
-    );
-    if conn.prepare(&copy)?.execute(params)? == 0 {
-        return Ok(Vec::new());
-    }
-    let mut written = Vec::new();
-    let read = |d: &Path| std::fs::read_dir(d).map_err(|e| io(d, e));
-    for part in read(dir)? {
-        let part = part.map_err(|e| io(dir, e))?.path();
-        let name = part
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let Some(value) = name.strip_prefix(&format!("{DAY_COLUMN}=")) else {
-            return Err(Error::Internal(format!(
-                "unexpected Parquet output {part:?}"
-            )));
-        };
-        let day = (value != NULL_PARTITION).then(|| value.to_string());
-        let mut files: Vec<PathBuf> = read(&part)?
-            .map(|f| f.map(|f| f.path()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| io(&part, e))?;
-        files.sort();
-        written.extend(files.into_iter().map(|path| WrittenFile {
-            path,
-            day: day.clone(),
-        }));
-    }
-    written.sort_by(|a, b| {
-        (a.day.is_none(), &a.day, &a.path).cmp(&(b.day.is_none(), &b.day, &b.path))
-    });
-    Ok(written)
-}
-
-/// How skein writes Parquet: zstd, row groups of DuckDB's default size, with statistics.
-pub const PARQUET_OPTIONS: &str = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
-
-/// The UTC day (a DATE) of time column `column`. Without the ICU extension DuckDB casts a
-/// TIMESTAMP WITH TIME ZONE to TIMESTAMP as UTC but not straight to DATE.
-fn day_sql(column: &ColumnMeta) -> String {
-    let name = ident(&column.name);
-    match column.sql_type.to_ascii_uppercase().as_str() {
-        "DATE" => name,
-        "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => {
-            format!("CAST(CAST({name} AS TIMESTAMP) AS DATE)")
-        }
-        _ => format!("CAST({name} AS DATE)"),
     }
 }
 

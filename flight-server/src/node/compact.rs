@@ -10,13 +10,13 @@ use skein_compaction::{Policy, SwapError, Swapped};
 use skein_storage::{CatalogState, ColumnStats, FileMeta, TableMeta, stats::read_file_stats};
 use tracing::{info, warn};
 
-use super::flush::file_keys;
 use super::reads::ReadSet;
 use super::uploads::note_of;
 use super::{Node, blocking, now_ms};
 use crate::engine::ident;
 use crate::error::{Error, Result};
-use crate::table::{TableRuntime, WrittenFile, temp_view_sql, write_parquet_files};
+use crate::layout::{WrittenFile, file_keys, write_parquet_files};
+use crate::table::{TableRuntime, temp_view_sql};
 
 /// Test hook: the process aborts (as if killed) when it reaches the step named by the
 /// `SKEIN_KILL_AT` environment variable, so that tests can stop a node between any two steps

@@ -11,7 +11,8 @@ use tracing::{info, warn};
 use super::compact::kill_point;
 use super::{Node, blocking, now_ms};
 use crate::error::{Error, Result};
-use crate::table::{FlushGeneration, TableRuntime, flushed_from};
+use crate::layout::{file_keys, flushed_from};
+use crate::table::{FlushGeneration, TableRuntime};
 
 impl Node {
     /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
@@ -299,25 +300,4 @@ impl Node {
             }
         }
     }
-}
-
-/// The object keys of files written under name stem `stem` for days `days` (one per file): a
-/// single file without a day is `tables/<id>/<stem>.parquet`; otherwise file `i` is
-/// `tables/<id>/[<day>/]<stem>-<i>.parquet` (see [`flushed_from`]).
-pub(super) fn file_keys(table_id: u64, stem: &str, days: &[Option<String>]) -> Vec<String> {
-    let single = matches!(days, [None]);
-    days.iter()
-        .enumerate()
-        .map(|(i, day)| {
-            let name = if single {
-                format!("{stem}.parquet")
-            } else {
-                format!("{stem}-{i}.parquet")
-            };
-            match day {
-                Some(day) => format!("tables/{table_id}/{day}/{name}"),
-                None => format!("tables/{table_id}/{name}"),
-            }
-        })
-        .collect()
 }
