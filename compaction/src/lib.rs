@@ -1,6 +1,6 @@
 //! The life of a table's files after they are flushed: which small files to merge, which files
-//! retention drops, the manifest swap that replaces files by their rewrite, and when a replaced
-//! file's object may be deleted.
+//! to lay out by day, which files retention drops, the manifest swap that replaces files by
+//! their rewrite, and when a replaced file's object may be deleted.
 //!
 //! This crate decides and edits the manifest; it does not read or write Parquet. The node runs
 //! DuckDB to write a merged or rewritten file (it owns the engine and its sandbox), then calls
@@ -219,11 +219,6 @@ pub fn stat_micros(sql_type: &str, value: &StatValue) -> Option<i64> {
 /// Whether DuckDB type `sql_type` can be a table's time column.
 pub fn is_time_type(sql_type: &str) -> bool {
     stat_micros(sql_type, &StatValue::Int(0)).is_some()
-}
-
-/// The day (`YYYY-MM-DD`, UTC) of a time in microseconds since the Unix epoch.
-pub fn day_of(micros: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_micros(micros).map(|t| t.format("%Y-%m-%d").to_string())
 }
 
 /// The files of `table` to lay out by day: with a time column, those without a day whose
