@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use duckdb::Connection;
-use skein_storage::ColumnMeta;
+use skein_storage::stats::read_file_stats;
+use skein_storage::{ColumnMeta, ColumnStats};
 
 use crate::engine::{ident, literal};
 use crate::error::{Error, Result};
@@ -19,12 +20,18 @@ pub fn flushed_from(key: &str, stem: &str) -> bool {
         .is_some_and(|rest| rest == ".parquet" || rest.starts_with('-'))
 }
 
-/// One Parquet file a flush or a rewrite wrote: where it is, and the day of the table's time column all
-/// its rows fall on (`None` for rows without a time, or a table without a time column).
+/// One Parquet file a flush or a rewrite wrote.
 #[derive(Debug, Clone)]
 pub struct WrittenFile {
+    /// Where it is.
     pub path: PathBuf,
+    /// The day of the table's time column all its rows fall on (`None` for rows without a
+    /// time, or a table without a time column).
     pub day: Option<String>,
+    /// Its rows.
+    pub rows: u64,
+    /// Its statistics per column, from its footer.
+    pub stats: Vec<ColumnStats>,
 }
 
 /// The column a day-partitioned write adds to route rows; not written to the files.
@@ -35,7 +42,7 @@ const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 /// Writes the rows of query `select` (with parameters `values`) as Parquet (zstd, with
 /// statistics) under directory `dir`, which must not exist yet: one file, or with
 /// `time_column` one file per UTC day of it and one for rows without a time (days in order,
-/// the timeless last). No file if there are no rows.
+/// the timeless last), each with its statistics. No file if there are no rows.
 pub fn write_parquet_files(
     conn: &Connection,
     select: &str,
@@ -56,7 +63,7 @@ pub fn write_parquet_files(
             let _ = std::fs::remove_file(&path);
             return Ok(Vec::new());
         }
-        return Ok(vec![WrittenFile { path, day: None }]);
+        return with_stats(vec![(path, None)]);
     };
     let copy = format!(
         "COPY (SELECT *, strftime({}, '%Y-%m-%d') AS {DAY_COLUMN} FROM ({select})) \
@@ -86,19 +93,29 @@ pub fn write_parquet_files(
             .collect::<std::io::Result<_>>()
             .map_err(|e| io(&part, e))?;
         files.sort();
-        written.extend(files.into_iter().map(|path| WrittenFile {
-            path,
-            day: day.clone(),
-        }));
+        written.extend(files.into_iter().map(|path| (path, day.clone())));
     }
-    written.sort_by(|a, b| {
-        (a.day.is_none(), &a.day, &a.path).cmp(&(b.day.is_none(), &b.day, &b.path))
-    });
-    Ok(written)
+    written.sort_by(|(pa, a), (pb, b)| (a.is_none(), a, pa).cmp(&(b.is_none(), b, pb)));
+    with_stats(written)
+}
+
+fn with_stats(files: Vec<(PathBuf, Option<String>)>) -> Result<Vec<WrittenFile>> {
+    files
+        .into_iter()
+        .map(|(path, day)| {
+            let (rows, stats) = read_file_stats(&path)?;
+            Ok(WrittenFile {
+                path,
+                day,
+                rows,
+                stats,
+            })
+        })
+        .collect()
 }
 
 /// How skein writes Parquet: zstd, row groups of DuckDB's default size, with statistics.
-pub const PARQUET_OPTIONS: &str = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
+const PARQUET_OPTIONS: &str = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880";
 
 /// The UTC day (a DATE) of time column `column`. Without the ICU extension DuckDB casts a
 /// TIMESTAMP WITH TIME ZONE to TIMESTAMP as UTC but not straight to DATE.

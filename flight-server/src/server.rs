@@ -106,7 +106,7 @@ impl Server {
         let _ = catalog_watch.await;
         let _ = http.await;
         info!("flushing buffers before exit");
-        if let Err(e) = node.flush_all(None).await {
+        if let Err(e) = node.flush_all().await {
             warn!(error = %e, "flush at shutdown failed");
         }
         if let Some(m) = node.membership() {

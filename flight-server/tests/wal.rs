@@ -76,7 +76,7 @@ async fn rows_come_back_from_the_wal_exactly_once() {
     let node = open(config(dir.path())).await;
     create(&node).await;
     append(&node, 0, 1000).await.expect("append");
-    node.flush_all(None).await.expect("flush");
+    node.flush_all().await.expect("flush");
     append(&node, 1000, 1500).await.expect("append");
     append(&node, 1500, 1600).await.expect("append");
     // Stop without flushing: 600 rows live only in the WAL.
@@ -85,7 +85,7 @@ async fn rows_come_back_from_the_wal_exactly_once() {
     assert_eq!(summary(&node), expected(&[(0, 1600)]));
     assert_eq!(node.metrics.wal_replayed_records.get(), 2);
     // Again, after a flush of the replayed rows: nothing is replayed twice.
-    node.flush_all(None).await.expect("flush");
+    node.flush_all().await.expect("flush");
     drop(node);
     let node = open(config(dir.path())).await;
     assert_eq!(summary(&node), expected(&[(0, 1600)]));
@@ -121,7 +121,7 @@ async fn the_wal_is_truncated_once_rows_are_flushed() {
     }
     let before = segments(dir.path()).len();
     assert!(before > 3, "{before} segments");
-    node.flush_all(None).await.expect("flush");
+    node.flush_all().await.expect("flush");
     let after = segments(dir.path()).len();
     assert!(after < before, "{after} segments left of {before}");
     drop(node);
@@ -228,7 +228,7 @@ async fn writers_past_the_buffer_bound_wait_for_a_flush_then_give_up() {
     while node.metrics.ingest_waits.get() < 2 {
         tokio::task::yield_now().await;
     }
-    node.flush_all(None).await.expect("flush");
+    node.flush_all().await.expect("flush");
     waiting
         .await
         .expect("task")
@@ -256,7 +256,7 @@ async fn concurrent_appends_flushes_and_a_new_column_lose_nothing() {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             for round in 0..5 {
-                node.flush_all(None).await.expect("flush");
+                node.flush_all().await.expect("flush");
                 if round == 2 {
                     let mut columns = node
                         .catalog
@@ -310,7 +310,7 @@ async fn an_append_abandoned_by_its_caller_still_completes_and_the_wal_still_tru
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    node.flush_all(None).await.expect("flush");
+    node.flush_all().await.expect("flush");
     // Everything is in Parquet, so only the live segment (and at most one more) may remain.
     let left = segments(dir.path()).len();
     assert!(

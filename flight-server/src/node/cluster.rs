@@ -82,7 +82,7 @@ impl Node {
         if m.is_static() {
             return;
         }
-        if let Err(e) = self.flush_all(None).await {
+        if let Err(e) = self.flush_all().await {
             tracing::warn!(error = %e, "flush before leaving the cluster failed");
         }
         if let Err(e) = m.leave().await {

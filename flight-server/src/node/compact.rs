@@ -1,5 +1,6 @@
-//! File maintenance: merging a table's small files, dropping files past its retention, and
-//! deleting the objects of replaced files once their grace period is over. What to merge and
+//! File maintenance: merging a table's small files, laying out by day the files written before
+//! the table had its time column, dropping files past its retention, and deleting the objects
+//! of replaced files once their grace period is over. What to merge and
 //! how the manifest changes is `skein-compaction`'s; writing the new file is DuckDB's, here.
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use duckdb::types::Value;
 use skein_compaction::{Policy, SwapError, Swapped};
-use skein_storage::{CatalogState, ColumnStats, FileMeta, TableMeta, stats::read_file_stats};
+use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
 use super::reads::ReadSet;
@@ -51,6 +52,14 @@ pub struct CompactionReport {
     pub files: usize,
 }
 
+/// How a swap of rewritten files ended, short of an error.
+pub(super) enum Landing {
+    /// The outputs replaced the inputs.
+    Landed,
+    /// Another change took an input meanwhile; the outputs are deleted. Why, for messages.
+    Raced(String),
+}
+
 /// The files a rewrite wrote and uploaded, not yet in the manifest.
 pub(super) struct Written {
     /// One, or one per day of the table's time column (none if no row was left).
@@ -84,8 +93,9 @@ impl Node {
         }
     }
 
-    /// One compaction pass over `rt`: merges small files, drops files past the retention and
-    /// deletes the objects of files retired long enough ago. Queries and ingest go on.
+    /// One compaction pass over `rt`: drops files past the retention, lays out by day the files
+    /// written before the table had its time column, merges small files and deletes the
+    /// objects of files retired long enough ago. Queries and ingest go on.
     pub async fn compact_table(
         self: &Arc<Self>,
         rt: &Arc<TableRuntime>,
@@ -112,67 +122,31 @@ impl Node {
         // Files from before the table had its time column, laid out by day.
         for file in skein_compaction::unlaid_files(&meta, &self.policy(), now_ms()) {
             let sql = format!("SELECT * FROM main.{}", ident(&meta.name));
-            let current = self.current_meta(rt).unwrap_or_else(|| meta.clone());
-            let written = self
-                .write_rewrite(&current, std::slice::from_ref(&file), sql, Vec::new(), None)
-                .await?;
-            if written.rows != file.rows {
-                self.discard(&written.files).await;
-                return Err(Error::Internal(format!(
-                    "laying out file {} of table {:?} by day wrote {} rows instead of {}; \
-                     nothing was replaced",
-                    file.key, meta.name, written.rows, file.rows
-                )));
-            }
-            let days = written.files.len();
             if self
-                .land(
-                    rt,
-                    std::slice::from_ref(&file.key),
-                    written.files,
-                    "relayout",
-                )
+                .replace_files(rt, &meta, std::slice::from_ref(&file), sql, "relayout")
                 .await?
             {
                 report.laid_out_files += 1;
-                info!(table = %meta.name, object_key = %file.key, days, "laid a file out by day");
             }
         }
         let Some(meta) = self.current_meta(rt) else {
             return Ok(report);
         };
+        let order = meta
+            .options
+            .time_column
+            .as_ref()
+            .filter(|c| meta.column(c).is_some())
+            .map(|c| format!(" ORDER BY {}", ident(c)))
+            .unwrap_or_default();
         for merge in skein_compaction::plan_merges(&meta, &self.policy(), now_ms()) {
-            let started = Instant::now();
-            let order = meta
-                .options
-                .time_column
-                .as_ref()
-                .filter(|c| meta.column(c).is_some())
-                .map(|c| format!(" ORDER BY {}", ident(c)))
-                .unwrap_or_default();
             let sql = format!("SELECT * FROM main.{}{order}", ident(&meta.name));
-            let expected: u64 = merge.inputs.iter().map(|f| f.rows).sum();
-            let written = self
-                .write_rewrite(&meta, &merge.inputs, sql, Vec::new(), None)
-                .await?;
-            if written.rows != expected {
-                self.discard(&written.files).await;
-                return Err(Error::Internal(format!(
-                    "merging {} files of table {:?} wrote {} rows instead of {expected}; \
-                     nothing was replaced",
-                    merge.inputs.len(),
-                    meta.name,
-                    written.rows
-                )));
-            }
-            if self.land(rt, &merge.keys(), written.files, "merge").await? {
+            if self
+                .replace_files(rt, &meta, &merge.inputs, sql, "merge")
+                .await?
+            {
                 report.merges += 1;
                 report.merged_files += merge.inputs.len();
-                self.metrics
-                    .rewrite_seconds
-                    .with_label_values(&["merge"])
-                    .observe(started.elapsed().as_secs_f64());
-                info!(table = %meta.name, files = merge.inputs.len(), rows = expected, "merged files");
             }
         }
         report.deleted_objects = self.delete_retired(rt).await?;
@@ -182,7 +156,7 @@ impl Node {
 
     /// Replaces `inputs` by `outputs` in one catalog commit; the inputs' objects stay for the
     /// grace period. Fails with ABORTED if another change replaced an input meanwhile.
-    pub(super) async fn swap_files(
+    async fn swap_files(
         self: &Arc<Self>,
         rt: &Arc<TableRuntime>,
         inputs: &[String],
@@ -259,26 +233,69 @@ impl Node {
         Ok(due.len())
     }
 
-    /// Swaps `outputs` in for `inputs` (kind `kind`): true if they landed; false if another
-    /// change took an input meanwhile (its result stands, the outputs go).
-    async fn land(
+    /// Replaces `inputs` by the rows of `sql` over them (a merge or a relayout, `kind`), which
+    /// must be exactly their rows: true if that landed, false if another change took an input
+    /// meanwhile.
+    async fn replace_files(
+        self: &Arc<Self>,
+        rt: &Arc<TableRuntime>,
+        meta: &TableMeta,
+        inputs: &[FileMeta],
+        sql: String,
+        kind: &str,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        let expected: u64 = inputs.iter().map(|f| f.rows).sum();
+        let written = self
+            .write_rewrite(meta, inputs, sql, Vec::new(), None)
+            .await?;
+        if written.rows != expected {
+            self.discard(&written.files).await;
+            return Err(Error::Internal(format!(
+                "rewriting {} files of table {:?} ({kind}) wrote {} rows instead of {expected}; \
+                 nothing was replaced",
+                inputs.len(),
+                meta.name,
+                written.rows
+            )));
+        }
+        let keys: Vec<String> = inputs.iter().map(|f| f.key.clone()).collect();
+        let outputs = written.files.len();
+        match self.land(rt, &keys, written.files, kind).await? {
+            Landing::Landed => {
+                self.metrics
+                    .rewrite_seconds
+                    .with_label_values(&[kind])
+                    .observe(started.elapsed().as_secs_f64());
+                info!(table = %meta.name, kind, files = inputs.len(), outputs, rows = expected, elapsed_ms = started.elapsed().as_millis() as u64, "rewrote files");
+                Ok(true)
+            }
+            Landing::Raced(reason) => {
+                info!(table = %meta.name, kind, %reason, "rewrite skipped");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Swaps `outputs` in for `inputs` (kind `kind`) and drops their upload notes; if another
+    /// change took an input meanwhile, deletes the outputs instead.
+    pub(super) async fn land(
         self: &Arc<Self>,
         rt: &Arc<TableRuntime>,
         inputs: &[String],
         outputs: Vec<FileMeta>,
         kind: &str,
-    ) -> Result<bool> {
+    ) -> Result<Landing> {
         match self.swap_files(rt, inputs, outputs.clone(), kind).await {
             Ok(_) => {
                 for o in &outputs {
                     self.uploads.end(note_of(&o.key));
                 }
-                Ok(true)
+                Ok(Landing::Landed)
             }
             Err(Error::Aborted(reason)) => {
                 self.discard(&outputs).await;
-                info!(table = %rt.name, kind, %reason, "rewrite skipped");
-                Ok(false)
+                Ok(Landing::Raced(reason))
             }
             // The commit may have landed: the outputs stay until the next start decides.
             Err(e) => Err(e),
@@ -317,11 +334,7 @@ impl Node {
             (meta.options.time_column.as_deref()).and_then(|c| meta.column(c).cloned());
         let written = self
             .over_files(meta, inputs, reads, move |conn| {
-                let files = write_parquet_files(conn, &sql, &values, time_column.as_ref(), &out)?;
-                files
-                    .into_iter()
-                    .map(|f| Ok((read_file_stats(&f.path)?, f)))
-                    .collect::<Result<Vec<_>>>()
+                write_parquet_files(conn, &sql, &values, time_column.as_ref(), &out)
             })
             .await;
         let uploaded = match written {
@@ -337,14 +350,14 @@ impl Node {
         &self,
         meta: &TableMeta,
         inputs: &[FileMeta],
-        written: Vec<((u64, Vec<ColumnStats>), WrittenFile)>,
+        written: Vec<WrittenFile>,
     ) -> Result<Written> {
         let stem = format!(
             "{}-rewrite-{}",
             self.config.node_id,
             uuid::Uuid::new_v4().simple()
         );
-        let days: Vec<Option<String>> = written.iter().map(|(_, w)| w.day.clone()).collect();
+        let days: Vec<Option<String>> = written.iter().map(|w| w.day.clone()).collect();
         let keys = file_keys(meta.id, &stem, &days);
         // The rows of one node's files keep its origin, so the rule that tells a node which of
         // its files a coordinator does not know yet still holds; a merge of several nodes'
@@ -360,7 +373,7 @@ impl Node {
             files: Vec::with_capacity(written.len()),
             rows: 0,
         };
-        for (((rows, stats), w), key) in written.into_iter().zip(keys) {
+        for (w, key) in written.into_iter().zip(keys) {
             self.uploads
                 .begin(note_of(&key), std::slice::from_ref(&key))
                 .await?;
@@ -373,14 +386,14 @@ impl Node {
                 }
             };
             kill_point("rewrite:uploaded");
-            out.rows += rows;
+            out.rows += w.rows;
             out.files.push(FileMeta {
                 partition: w.day,
                 key,
-                rows,
+                rows: w.rows,
                 bytes,
                 columns: meta.columns.iter().map(|c| c.name.clone()).collect(),
-                stats,
+                stats: w.stats,
                 created_at_ms: now_ms(),
                 node: node.clone(),
                 max_seq,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skein_storage::{CatalogState, FileMeta, TableMeta, stats::read_file_stats};
+use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
 use super::compact::kill_point;
@@ -75,11 +75,10 @@ impl Node {
         rt.set_flush_file(generation, &stem, seq);
         let listed = self
             .current_meta(rt)
-            .is_some_and(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
-        if listed {
+            .filter(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
+        if let Some(meta) = listed {
             // An earlier attempt committed the files and failed to switch the view.
             self.uploads.end(&stem);
-            let meta = self.existing_meta(rt)?;
             let paths = self.paths(&meta)?;
             self.sync_meta(rt);
             let finish_rt = Arc::clone(rt);
@@ -156,31 +155,26 @@ impl Node {
         let time_column =
             (meta.options.time_column.as_deref()).and_then(|c| meta.column(c).cloned());
         let (write_rt, dir) = (Arc::clone(rt), tmp.to_path_buf());
-        let written = blocking(move || {
-            let files = write_rt.write_parquet(generation, &dir, time_column.as_ref())?;
-            files
-                .into_iter()
-                .map(|f| Ok((read_file_stats(&f.path)?, f)))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await?;
-        let days: Vec<Option<String>> = written.iter().map(|(_, w)| w.day.clone()).collect();
+        let written =
+            blocking(move || write_rt.write_parquet(generation, &dir, time_column.as_ref()))
+                .await?;
+        let days: Vec<Option<String>> = written.iter().map(|w| w.day.clone()).collect();
         let keys = file_keys(rt.id, stem, &days);
         // Written down before the upload: a node killed before the commit deletes them on its
         // next start.
         self.uploads.begin(stem, &keys).await?;
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
-        for (((rows, stats), w), key) in written.into_iter().zip(keys) {
+        for (w, key) in written.into_iter().zip(keys) {
             let bytes = self.store.put_file(&key, &w.path).await?;
             kill_point("flush:uploaded");
             files.push(FileMeta {
                 partition: w.day,
                 key,
-                rows,
+                rows: w.rows,
                 bytes,
                 columns: columns.clone(),
-                stats,
+                stats: w.stats,
                 created_at_ms: now_ms(),
                 node: Some(self.config.node_id.clone()),
                 max_seq,
@@ -189,13 +183,9 @@ impl Node {
         Ok(files)
     }
 
-    /// Flushes every table (or the one named) and returns once the rows are in Parquet.
-    pub async fn flush_all(self: &Arc<Self>, only: Option<&str>) -> Result<()> {
-        let targets = match only {
-            Some(name) => vec![self.table(name)?],
-            None => self.list_tables().into_iter().map(|(_, rt)| rt).collect(),
-        };
-        for rt in targets {
+    /// Flushes every table and returns once the rows are in Parquet.
+    pub async fn flush_all(self: &Arc<Self>) -> Result<()> {
+        for (_, rt) in self.list_tables() {
             self.flush_table(&rt).await?;
         }
         Ok(())

@@ -10,8 +10,8 @@ use std::time::Instant;
 use duckdb::types::Value;
 use skein_storage::FileMeta;
 
-use super::uploads::note_of;
-use super::{Node, now_ms};
+use super::Node;
+use super::compact::Landing;
 use crate::error::{Error, Result};
 use crate::sql::Rewrite;
 use crate::table::TableRuntime;
@@ -122,28 +122,23 @@ impl Node {
             if inputs.is_empty() {
                 return Ok(0);
             }
-            match self.swap_files(rt, &inputs, outputs.clone(), kind).await {
-                Ok(_) => {
-                    for o in &outputs {
-                        self.uploads.end(note_of(&o.key));
-                    }
+            match self.land(rt, &inputs, outputs, kind).await? {
+                Landing::Landed => {
                     self.metrics
                         .rewrite_seconds
                         .with_label_values(&[kind])
                         .observe(started.elapsed().as_secs_f64());
-                    tracing::info!(table = %plan.table, kind, files = inputs.len(), rows = changed, elapsed_ms = started.elapsed().as_millis() as u64, at_ms = now_ms(), "rewrote files");
+                    tracing::info!(table = %plan.table, kind, files = inputs.len(), rows = changed, elapsed_ms = started.elapsed().as_millis() as u64, "rewrote files");
                     return Ok(changed);
                 }
-                Err(Error::Aborted(reason)) if attempt < ATTEMPTS => {
-                    self.discard(&outputs).await;
+                Landing::Raced(reason) if attempt < ATTEMPTS => {
                     tracing::info!(table = %plan.table, %reason, attempt, "rewrite raced another change; starting again");
                 }
-                Err(e @ Error::Aborted(_)) => {
-                    self.discard(&outputs).await;
-                    return Err(e);
+                Landing::Raced(reason) => {
+                    return Err(Error::Aborted(format!(
+                        "{reason} (after {ATTEMPTS} attempts)"
+                    )));
                 }
-                // The commit may have landed: the outputs stay until the next start decides.
-                Err(e) => return Err(e),
             }
         }
     }
