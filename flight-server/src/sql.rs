@@ -10,6 +10,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
 
+use crate::engine::ident;
 use crate::error::{Error, Result};
 
 /// What a statement asks the node to do.
@@ -115,7 +116,7 @@ impl Rewrite {
     pub fn result_sql(&self, columns: &[(String, String)]) -> String {
         let marked = self.marked();
         if !self.update {
-            let list: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
+            let list: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
             return format!(
                 "SELECT {} FROM ({marked}) AS __skein_m WHERE NOT __skein_hit",
                 list.join(", ")
@@ -131,9 +132,9 @@ impl Rewrite {
                 match assigned {
                     Some(i) => format!(
                         "CASE WHEN __skein_hit THEN CAST(__skein_a{i} AS {ty}) ELSE {q} END AS {q}",
-                        q = quote(c)
+                        q = ident(c)
                     ),
-                    None => quote(c),
+                    None => ident(c),
                 }
             })
             .collect();
@@ -147,10 +148,6 @@ impl Rewrite {
             None => format!("SELECT * FROM {}", self.relation),
         }
     }
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Numbers the statement's positional parameters (`?` → `$1`, `$2`, … in the order they are
