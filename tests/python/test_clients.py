@@ -35,6 +35,19 @@ def test_flight_sql_client_query_and_tables(node):
     assert "cli_table" in out, out
 
 
+def test_list_actions_describes_every_skein_action(node):
+    client = node.flight_client()
+    try:
+        actions = {a.type: a.description for a in client.list_actions()}
+    finally:
+        client.close()
+    for kind in ["skein.flush", "skein.compact", "skein.nodes", "skein.forget_node",
+                 "skein.snapshot", "skein.snapshots", "skein.restore", "CancelFlightInfo"]:
+        assert kind in actions, kind
+        # Prose a person reads: no gaps left by a broken line continuation.
+        assert actions[kind] and "  " not in actions[kind], (kind, actions[kind])
+
+
 def test_health_and_metrics(node):
     assert node.http_get("/health").strip() == "ok"
     assert node.http_status("/ready") == (200, "ready\n")

@@ -48,7 +48,12 @@ pub(crate) fn custom_actions() -> Vec<ActionType> {
         },
         ActionType {
             r#type: COMPACT.into(),
-            description: "Compact now: merge small files, drop files past the retention, delete                           replaced objects whose grace period is over. Body: a table name                           (UTF-8), or empty for every table; one JSON result per table:                           {table, merges, merged_files, expired_files, deleted_objects, files}"
+            description: "Compact now: drop files past the retention, lay out by day the files \
+                          written before the table had its time column, merge small files, \
+                          delete replaced objects whose grace period is over. Body: a table \
+                          name (UTF-8), or empty for every table; one JSON result per table: \
+                          {table, merges, merged_files, expired_files, laid_out_files, \
+                          deleted_objects, files}"
                 .into(),
         },
         ActionType {
