@@ -51,7 +51,6 @@ def timed(conn, *sqls: str, runs: int = 11) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1000)

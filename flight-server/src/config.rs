@@ -31,7 +31,8 @@ pub struct FlushConfig {
     pub flush_interval: Duration,
 }
 
-/// Background file maintenance: merging small files, retention, deleting replaced objects.
+/// Background file maintenance: merging small files, laying files out by day, retention,
+/// deleting replaced objects.
 #[derive(Debug, Clone, Args)]
 pub struct CompactionConfig {
     /// How often a node compacts the tables the ring gives it (`0s`: only on request, through

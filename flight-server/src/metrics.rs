@@ -75,13 +75,13 @@ pub struct Metrics {
     pub table_files: IntGaugeVec,
     /// Parquet bytes of each table's files.
     pub table_bytes: IntGaugeVec,
-    /// File rewrites by table and kind (`merge`, `delete`, `update`, `expire`).
+    /// File rewrites by table and kind (`merge`, `relayout`, `delete`, `update`, `expire`).
     pub rewrites: IntCounterVec,
     /// Files a rewrite took out of the manifest, by kind.
     pub rewritten_files: IntCounterVec,
     /// How long rewrites took, by kind.
     pub rewrite_seconds: HistogramVec,
-    /// Objects of retired files deleted after their grace period.
+    /// Objects deleted: retired files' after their grace period, and uploads never committed.
     pub deleted_objects: IntCounter,
 }
 
@@ -218,7 +218,7 @@ impl Metrics {
             ),
             rewrites: counter_vec(
                 "rewrites_total",
-                "File rewrites: merges, DELETE and UPDATE rewrites, retention drops",
+                "File rewrites: merges, layouts by day, DELETE and UPDATE rewrites, retention drops",
                 &["table", "kind"],
             ),
             rewritten_files: counter_vec(
@@ -241,7 +241,7 @@ impl Metrics {
             },
             deleted_objects: counter(
                 "deleted_objects_total",
-                "Objects of retired files deleted after their grace period",
+                "Objects deleted: retired files after their grace period, uploads never committed",
             ),
             registry,
         }
