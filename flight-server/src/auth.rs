@@ -75,11 +75,13 @@ pub fn require_table(name: &str) -> Result<()> {
     }
 }
 
-/// For a caller limited to some tables: every relation the statement reads must be one of them
-/// (or a CTE it defines); catalog views such as `information_schema.tables` are out too.
-pub fn check_relations(statement: &sqlparser::ast::Statement) -> Result<()> {
+/// For a caller limited to some tables, the first wall on `sqlparser`'s parse: every relation
+/// the statement reads must be one of them (or a CTE it defines); catalog views such as
+/// `information_schema.tables` are out too. The authority is the check on DuckDB's own parse
+/// ([`crate::sandbox::check_tree`]), which also keeps each CTE name to its scope.
+pub fn check_relations(caller: &Identity, statement: &sqlparser::ast::Statement) -> Result<()> {
     use sqlparser::ast::{TableFactor, Visit, Visitor};
-    let Some(id) = current().filter(|id| id.tables.is_some()) else {
+    let Some(id) = Some(caller).filter(|id| id.tables.is_some()) else {
         return Ok(());
     };
     struct Relations {

@@ -39,6 +39,8 @@ pub struct Engine {
     raw: RawDatabase,
     /// The catalog name DuckDB reports for the database (what Flight SQL calls the catalog).
     catalog_name: String,
+    /// DuckDB's parser, on a database of its own: the authority on what a text will run.
+    parser: crate::duckdb_parse::Parser,
 }
 
 impl Drop for Engine {
@@ -169,12 +171,18 @@ impl Engine {
             idle: Mutex::new(Vec::new()),
             raw,
             catalog_name,
+            parser: crate::duckdb_parse::Parser::open()?,
         })
     }
 
     /// The database's catalog name.
     pub fn catalog_name(&self) -> &str {
         &self.catalog_name
+    }
+
+    /// DuckDB's own reading of statements.
+    pub fn parser(&self) -> &crate::duckdb_parse::Parser {
+        &self.parser
     }
 
     /// A new connection to the database.
@@ -236,16 +244,19 @@ impl Engine {
     }
 }
 
-/// The Arrow schema of the result of `sql`, found without running it in full: the statement is
-/// wrapped in `LIMIT 0` with every parameter NULL. Statements that cannot be wrapped (EXPLAIN,
-/// PRAGMA-like ones) are run as they are.
+/// The Arrow schema of the result of the query `sql`, found without running it: the query is
+/// wrapped in `LIMIT 0` with every parameter NULL. Nothing else is ever run to find a schema
+/// (an `EXPLAIN ANALYZE` would run its statement); `EXPLAIN` has its own probe
+/// ([`crate::sql::Plan::Explain`]).
 pub fn result_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
     let trimmed = sql.trim().trim_end_matches(';').trim_end();
-    let wrapped = format!("SELECT * FROM (\n{trimmed}\n) LIMIT 0");
-    match run_for_schema(conn, &wrapped) {
-        Ok(schema) => Ok(schema),
-        Err(_) => run_for_schema(conn, sql),
-    }
+    run_for_schema(conn, &format!("SELECT * FROM (\n{trimmed}\n) LIMIT 0"))
+}
+
+/// The schema of a statement that reads nothing and changes nothing (plain `EXPLAIN`), by
+/// running it.
+pub fn explain_schema(conn: &Connection, probe: &str) -> Result<SchemaRef> {
+    run_for_schema(conn, probe)
 }
 
 fn run_for_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
@@ -297,54 +308,4 @@ fn type_name(id: duckdb::ffi::duckdb_type) -> Option<&'static str> {
         DUCKDB_TYPE_DUCKDB_TYPE_UUID => "UUID",
         _ => return None,
     })
-}
-
-/// For SQL that `sqlparser` could not read: lets it run only if DuckDB's parser sees exactly one
-/// SELECT-like statement; otherwise returns DuckDB's parser error or says it is not a query.
-pub fn ensure_select(conn: &Connection, sql: &str) -> Result<()> {
-    let json: String =
-        conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?;
-    let v: serde_json::Value = serde_json::from_str(&json)
-        .map_err(|e| Error::Internal(format!("reading DuckDB's parse of the statement: {e}")))?;
-    if v.get("error").and_then(|e| e.as_bool()) == Some(true) {
-        let message = v
-            .get("error_message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("unknown error");
-        if message.contains("Only SELECT") {
-            return Err(Error::Unsupported(
-                "this statement is not supported; skein runs queries (SELECT, WITH, VALUES, \
-                 EXPLAIN, DESCRIBE, SHOW) and CREATE TABLE, CREATE TABLE AS, DROP TABLE, INSERT \
-                 and ALTER TABLE … ADD COLUMN"
-                    .into(),
-            ));
-        }
-        let kind = v
-            .get("error_type")
-            .and_then(|m| m.as_str())
-            .unwrap_or("parser");
-        return Err(Error::Engine(format!(
-            "{} Error: {message}",
-            capitalise(kind)
-        )));
-    }
-    crate::sandbox::check_duckdb_parse(&v)?;
-    let count = v
-        .get("statements")
-        .and_then(|s| s.as_array())
-        .map_or(0, |s| s.len());
-    if count != 1 {
-        return Err(Error::InvalidArgument(format!(
-            "send one SQL statement per request (got {count})"
-        )));
-    }
-    Ok(())
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }

@@ -12,7 +12,8 @@
 //! - [`node`]: shared state and the table lifecycle (create, append, flush, drop);
 //!   [`table`]: a table's buffer generations and DuckDB view; [`statements`]: DDL and DML.
 //! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`prune`]: which
-//!   files a query's filters let it skip; [`sandbox`]: what user SQL may not call or name;
+//!   files a query's filters let it skip; [`sandbox`]: what user SQL may call and name, checked
+//!   on [`duckdb_parse`], DuckDB's own reading of the text that will run;
 //!   [`types`]: Arrow and DuckDB types and fitting batches to tables; [`params`]: parameters.
 //! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`]; [`system`]: the system tables (tables, files, nodes, query log).
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod duckdb_parse;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -5,7 +5,7 @@ mod actions;
 mod catalog;
 mod ingest;
 mod prepared;
-mod query;
+pub(crate) mod query;
 
 use std::pin::Pin;
 use std::sync::Arc;

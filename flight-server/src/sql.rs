@@ -20,6 +20,17 @@ pub enum Plan {
     Query,
     /// `sqlparser` could not read it; DuckDB decides (only a query may run this way).
     Unparsed,
+    /// `EXPLAIN [ANALYZE] query`: runs as `sql` (the statement as `sqlparser` renders it, so
+    /// that the query DuckDB explains is the one checked, `query`); its schema comes from
+    /// `probe`, the plain `EXPLAIN`, which runs nothing.
+    Explain {
+        /// The whole statement, rendered.
+        sql: String,
+        /// The query explained, rendered.
+        query: String,
+        /// `EXPLAIN query`, without `ANALYZE` or options.
+        probe: String,
+    },
     /// `CREATE TABLE name (…)` or `CREATE TABLE name AS query`.
     CreateTable {
         /// Table name.
@@ -56,6 +67,8 @@ pub enum Plan {
     AddColumns {
         /// The table.
         table: String,
+        /// The statement, rendered, for DuckDB.
+        sql: String,
     },
     /// `ALTER TABLE table SET (name = value, …)`: the table's own options.
     SetOptions {
@@ -249,7 +262,15 @@ fn rewrite_plan(mut statement: Statement, catalog: &str) -> Result<Rewrite> {
 impl Plan {
     /// Whether the statement only reads.
     pub fn is_query(&self) -> bool {
-        matches!(self, Plan::Query | Plan::Unparsed)
+        matches!(self, Plan::Query | Plan::Unparsed | Plan::Explain { .. })
+    }
+
+    /// The text DuckDB runs for a query: the statement as given, or for `EXPLAIN` as rendered.
+    pub fn query_text<'a>(&'a self, sql: &'a str) -> &'a str {
+        match self {
+            Plan::Explain { sql, .. } => sql,
+            _ => sql,
+        }
     }
 
     /// The SQL of an `INSERT` aimed at `target` (a qualified, quoted name) instead.
@@ -320,21 +341,66 @@ fn option_pairs(options: &[sqlparser::ast::SqlOption]) -> Result<Vec<(String, Op
     Ok(out)
 }
 
-/// Reads `sql` and decides how it runs.
+/// Reads `sql` with both parsers and checks it for `caller`: the only road to a plan that runs.
+///
+/// `sqlparser` classifies the statement and is a first wall ([`crate::sandbox::check_statement`],
+/// the caller's tables); DuckDB's own parse of every text it will run is the authority: each is
+/// exactly one statement, a query is one query, and what a query touches is checked on DuckDB's
+/// tree ([`crate::sandbox::check_query`]).
+pub fn checked_plan(
+    parser: &crate::duckdb_parse::Parser,
+    sql: &str,
+    catalog: &str,
+    caller: Option<&crate::auth::Identity>,
+) -> Result<Plan> {
+    use crate::sandbox::{check_one_statement, check_query};
+    let plan = plan_for(sql, catalog, caller)?;
+    let query = |text: &str, agrees: bool| check_query(parser, text, catalog, caller, agrees);
+    match &plan {
+        Plan::Query => query(sql, true)?,
+        Plan::Unparsed => query(sql, false)?,
+        Plan::Explain {
+            sql: whole,
+            query: q,
+            ..
+        } => {
+            query(q, true)?;
+            check_one_statement(parser, whole)?;
+        }
+        Plan::CreateTable { sql, query: q, .. } => {
+            check_one_statement(parser, sql)?;
+            if let Some(q) = q {
+                query(q, true)?;
+            }
+        }
+        Plan::Insert { statement, .. } => {
+            check_one_statement(parser, &statement.to_string())?;
+            if let Statement::Insert(insert) = statement.as_ref()
+                && let Some(source) = &insert.source
+            {
+                query(&source.to_string(), true)?;
+            }
+        }
+        Plan::Rewrite(r) => query(&r.count_sql(), true)?,
+        Plan::AddColumns { sql, .. } => check_one_statement(parser, sql)?,
+        Plan::DropTable { .. } | Plan::SetOptions { .. } => {}
+    }
+    Ok(plan)
+}
+
+/// Reads `sql` with `sqlparser` alone and decides how it runs; nothing is checked against
+/// DuckDB's reading (see [`checked_plan`]).
 pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
+    plan_for(sql, catalog, None)
+}
+
+fn plan_for(sql: &str, catalog: &str, caller: Option<&crate::auth::Identity>) -> Result<Plan> {
     if sql.trim().trim_end_matches(';').trim().is_empty() {
         return Err(Error::InvalidArgument("the SQL statement is empty".into()));
     }
     let mut statements = match Parser::parse_sql(&DuckDbDialect {}, sql) {
         Ok(s) => s,
-        Err(_) => {
-            if crate::auth::current().is_some_and(|id| id.tables.is_some()) {
-                return Err(Error::Forbidden(
-                    "this statement cannot be checked against the tables you are limited to".into(),
-                ));
-            }
-            return Ok(Plan::Unparsed);
-        }
+        Err(_) => return Ok(Plan::Unparsed),
     };
     if statements.len() != 1 {
         return Err(Error::InvalidArgument(format!(
@@ -343,7 +409,9 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
         )));
     }
     crate::sandbox::check_statement(&statements[0])?;
-    crate::auth::check_relations(&statements[0])?;
+    if let Some(caller) = caller {
+        crate::auth::check_relations(caller, &statements[0])?;
+    }
     let unsupported = |what: &str| {
         Err(Error::Unsupported(format!(
             "{what} is not supported; skein runs queries (SELECT, WITH, VALUES, EXPLAIN, \
@@ -352,6 +420,36 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
         )))
     };
     match statements.remove(0) {
+        Statement::Explain {
+            describe_alias: sqlparser::ast::DescribeAlias::Explain,
+            statement,
+            analyze,
+            verbose,
+            query_plan,
+            estimate,
+            format,
+            options,
+        } => {
+            if !matches!(*statement, Statement::Query(_)) {
+                return Err(Error::Forbidden(
+                    "EXPLAIN is allowed only of queries: EXPLAIN ANALYZE runs its statement".into(),
+                ));
+            }
+            let query = statement.to_string();
+            let probe = format!("EXPLAIN {query}");
+            let sql = Statement::Explain {
+                describe_alias: sqlparser::ast::DescribeAlias::Explain,
+                statement,
+                analyze,
+                verbose,
+                query_plan,
+                estimate,
+                format,
+                options,
+            }
+            .to_string();
+            Ok(Plan::Explain { sql, query, probe })
+        }
         Statement::Query(_)
         | Statement::Explain { .. }
         | Statement::ExplainTable { .. }
@@ -366,18 +464,14 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
                 sqlparser::ast::CreateTableOptions::With(o) => option_pairs(&o)?,
                 _ => return unsupported("CREATE TABLE options other than WITH (name = value)"),
             };
-            let text = if options.is_empty() {
-                sql.to_string()
-            } else {
-                Statement::CreateTable(ct.clone()).to_string()
-            };
+            // As rendered: DuckDB runs what was checked, never a text the checker read otherwise.
+            let text = Statement::CreateTable(ct.clone()).to_string();
             Ok(Plan::CreateTable {
                 table: table_name(&ct.name, catalog)?,
                 if_not_exists: ct.if_not_exists,
                 or_replace: ct.or_replace,
                 query: ct.query.as_ref().map(|q| q.to_string()),
                 options,
-                // The text as written when there is nothing to take out of it.
                 sql: text,
             })
         }
@@ -429,6 +523,7 @@ pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
             }
             Ok(Plan::AddColumns {
                 table: table_name(&alter.name, catalog)?,
+                sql: Statement::AlterTable(alter).to_string(),
             })
         }
         s @ (Statement::Update(_) | Statement::Delete(_)) => {

@@ -13,7 +13,7 @@ use crate::engine::ident;
 use crate::error::{Error, Result};
 use crate::node::{Node, OnExists, blocking};
 use crate::params;
-use crate::sql::{Plan, plan};
+use crate::sql::Plan;
 
 /// Runs `sql` once per parameter row (once if there are none) on `conn`.
 fn execute_with(conn: &Connection, sql: &str, rows: &[Vec<Value>]) -> Result<usize> {
@@ -93,25 +93,25 @@ impl Node {
         sql: &str,
         parameters: Vec<RecordBatch>,
     ) -> Result<i64> {
-        let plan = plan(sql, self.engine.catalog_name())?;
+        let plan = crate::service::query::checked(self, sql).await?;
         if !plan.is_query() {
             crate::auth::require(crate::auth::Role::Writer, "change tables")?;
         }
         match &plan {
             Plan::CreateTable { table, .. }
             | Plan::Insert { table, .. }
-            | Plan::AddColumns { table }
+            | Plan::AddColumns { table, .. }
             | Plan::SetOptions { table, .. } => crate::auth::require_table(table)?,
             Plan::Rewrite(r) => crate::auth::require_table(&r.table)?,
             Plan::DropTable { tables, .. } => tables
                 .iter()
                 .try_for_each(|t| crate::auth::require_table(t))?,
-            Plan::Query | Plan::Unparsed => {}
+            Plan::Query | Plan::Unparsed | Plan::Explain { .. } => {}
         }
         let rows = params::rows(&parameters)?;
         self.take_in_changes().await;
         match plan {
-            Plan::Query | Plan::Unparsed => Err(Error::InvalidArgument(
+            Plan::Query | Plan::Unparsed | Plan::Explain { .. } => Err(Error::InvalidArgument(
                 "this statement is a query; run it as a query (CommandStatementQuery) to get its rows".into(),
             )),
             Plan::CreateTable {
@@ -209,7 +209,7 @@ impl Node {
                 self.set_table_options(&table, parsed).await?;
                 Ok(0)
             }
-            Plan::AddColumns { table } => {
+            Plan::AddColumns { table, sql } => {
                 let meta = self
                     .catalog
                     .snapshot()
@@ -226,7 +226,6 @@ impl Node {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let setup = format!("CREATE TABLE {} ({defs})", ident(&meta.name));
-                let sql = sql.to_string();
                 let columns = blocking(move || scratch_columns(Some(setup), &sql)).await?;
                 self.add_columns(&table, columns).await?;
                 Ok(0)

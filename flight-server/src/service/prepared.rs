@@ -13,12 +13,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::FlightDataStream;
-use super::query::{run, statement_info};
-use crate::engine::{arrow_schema_of_types, ensure_select, result_schema};
+use super::query::{checked, query_schema, run, statement_info};
+use crate::engine::arrow_schema_of_types;
 use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
 use crate::params;
-use crate::sql::{Plan, plan};
 
 fn schema_bytes(schema: &Schema) -> Result<Bytes> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into()?;
@@ -30,19 +29,15 @@ pub(crate) async fn create(
     node: &Arc<Node>,
     sql: String,
 ) -> Result<ActionCreatePreparedStatementResult> {
-    let plan = plan(&sql, node.engine.catalog_name())?;
+    let plan = checked(node, &sql).await?;
     node.catch_up().await;
     let is_query = plan.is_query();
-    let unparsed = matches!(plan, Plan::Unparsed);
     let worker = Arc::clone(node);
-    let text = sql.clone();
+    let text = plan.query_text(&sql).to_string();
     let (dataset, parameters) = blocking(move || {
         let conn = worker.engine.pooled()?;
-        if unparsed {
-            ensure_select(&conn, &text)?;
-        }
         let dataset = if is_query {
-            Some(result_schema(&conn, &text)?)
+            Some(query_schema(&conn, &plan, &text)?)
         } else {
             None
         };

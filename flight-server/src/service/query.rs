@@ -20,11 +20,11 @@ use tonic::Status;
 
 use super::FlightDataStream;
 use crate::cluster::plan::Shape;
-use crate::engine::{ensure_select, result_schema};
+use crate::engine::{explain_schema, result_schema};
 use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
 use crate::params;
-use crate::sql::{Plan, plan};
+use crate::sql::{Plan, checked_plan};
 use crate::system::Distribution;
 use crate::ticket::StatementTicket;
 
@@ -57,6 +57,40 @@ fn info_for(
         .with_ordered(true))
 }
 
+/// Texts at most this long are read by DuckDB's parser on the calling task (that takes
+/// microseconds); longer ones on a blocking thread.
+const INLINE_CHECK_BYTES: usize = 16 * 1024;
+
+/// [`checked_plan`] for the caller of the request being served: every statement, ticket and
+/// handle passes here before DuckDB runs any of it.
+pub(crate) async fn checked(node: &Arc<Node>, sql: &str) -> Result<Plan> {
+    let caller = crate::auth::current();
+    if sql.len() <= INLINE_CHECK_BYTES {
+        let engine = &node.engine;
+        return checked_plan(engine.parser(), sql, engine.catalog_name(), caller.as_ref());
+    }
+    let (node, sql) = (Arc::clone(node), sql.to_string());
+    blocking(move || {
+        let engine = &node.engine;
+        checked_plan(
+            engine.parser(),
+            &sql,
+            engine.catalog_name(),
+            caller.as_ref(),
+        )
+    })
+    .await
+}
+
+/// The result schema of a checked query plan, found without running anything that changes
+/// data: the query wrapped in `LIMIT 0`, or for `EXPLAIN` the plain `EXPLAIN`.
+pub(crate) fn query_schema(conn: &duckdb::Connection, plan: &Plan, sql: &str) -> Result<SchemaRef> {
+    match plan {
+        Plan::Explain { probe, .. } => explain_schema(conn, probe),
+        _ => result_schema(conn, sql),
+    }
+}
+
 /// `GetFlightInfo` for SQL with bound parameters.
 pub(crate) async fn statement_info(
     node: &Arc<Node>,
@@ -64,7 +98,7 @@ pub(crate) async fn statement_info(
     parameters: Vec<RecordBatch>,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    let plan = plan(sql, node.engine.catalog_name())?;
+    let plan = checked(node, sql).await?;
     node.catch_up().await;
     let query_id = uuid::Uuid::new_v4().to_string();
     if !plan.is_query() {
@@ -77,7 +111,9 @@ pub(crate) async fn statement_info(
         };
         return info_for(&ticket, &update_count_schema(), descriptor);
     }
-    let unparsed = matches!(plan, Plan::Unparsed);
+    let sql = plan.query_text(sql).to_string();
+    let sql = sql.as_str();
+    let unparsed = !matches!(plan, Plan::Query);
     // A result schema depends only on the catalog: dashboards repeat their queries, and finding
     // the schema costs DuckDB a whole statement.
     let cache_key = (!unparsed && parameters.is_empty())
@@ -86,13 +122,10 @@ pub(crate) async fn statement_info(
     let schema = match cached {
         Some(schema) => schema,
         None => {
-            let (engine_node, text) = (Arc::clone(node), sql.to_string());
+            let (engine_node, text, plan) = (Arc::clone(node), sql.to_string(), plan);
             let schema = blocking(move || {
                 let conn = engine_node.engine.pooled()?;
-                if unparsed {
-                    ensure_select(&conn, &text)?;
-                }
-                result_schema(&conn, &text)
+                query_schema(&conn, &plan, &text)
             })
             .await?;
             if let Some(k) = cache_key {
@@ -167,10 +200,10 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
             "the fragment ticket is not signed by this cluster".into(),
         ));
     }
-    // The same checks as a statement (sandbox, the caller's tables).
-    if !plan(&fragment.sql, node.engine.catalog_name())?.is_query() {
-        return Err(Error::InvalidArgument(
-            "a fragment ticket must hold a query".into(),
+    // The same checks as a statement from this caller (sandbox, the caller's tables).
+    if !checked(node, &fragment.sql).await?.is_query() {
+        return Err(Error::Forbidden(
+            "a fragment ticket may hold only a query; nothing ran".into(),
         ));
     }
     tracing::debug!(query_id = %fragment.query_id, coordinator = %fragment.coordinator, "running a fragment");
@@ -247,6 +280,17 @@ pub(crate) async fn run(
     values: Vec<Value>,
 ) -> Result<FlightDataStream> {
     let started = (crate::system::now_ms(), std::time::Instant::now());
+    // A ticket or handle is the client's to alter: what it holds is checked again, for this
+    // caller, exactly as a statement sent now would be.
+    let plan = checked(node, &sql).await?;
+    if !plan.is_query() {
+        return Err(Error::Forbidden(
+            "a statement ticket may hold only a query (statements that change data run at \
+             GetFlightInfo); nothing ran"
+                .into(),
+        ));
+    }
+    let sql = plan.query_text(&sql).to_string();
     let prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
     let query = match prepared {
         Some(p) => Execution {
