@@ -203,6 +203,16 @@ pub struct Config {
     /// Queries running at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "SKEIN_MAX_QUERIES", default_value_t = 64)]
     pub max_queries: usize,
+    /// Largest gRPC message a client may send or receive, and the most an Arrow IPC record
+    /// batch may decompress to (checked before it is decoded).
+    #[arg(long, env = "SKEIN_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Prepared statements open at once on this node; one user may hold half of them.
+    #[arg(long, env = "SKEIN_MAX_PREPARED_STATEMENTS", default_value_t = 1024)]
+    pub max_prepared_statements: usize,
+    /// A prepared statement unused for this long is closed.
+    #[arg(long, env = "SKEIN_PREPARED_STATEMENT_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub prepared_statement_ttl: Duration,
     /// Ingest streams (DoPut) at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "SKEIN_MAX_INGEST_STREAMS", default_value_t = 64)]
     pub max_ingest_streams: usize,
@@ -280,6 +290,9 @@ impl Config {
             query_timeout: Duration::from_secs(300),
             max_queries: 64,
             max_ingest_streams: 64,
+            max_prepared_statements: 1024,
+            prepared_statement_ttl: Duration::from_secs(3600),
+            max_message_bytes: 64 * 1024 * 1024,
             memory_limit: String::new(),
             auth_users: None,
             auth_secret: None,

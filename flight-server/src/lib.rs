@@ -25,6 +25,7 @@ pub mod duckdb_parse;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod ipc_guard;
 pub mod layout;
 pub mod metrics;
 pub mod node;

@@ -6,8 +6,33 @@ use skein_server::Server;
 use skein_server::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// `skein-server hash-password`: reads a password from standard input (one line) and prints
+/// the argon2id PHC string to put in a users file in its place.
+#[derive(Debug, Parser)]
+#[command(name = "skein-server hash-password")]
+struct HashPassword {}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password on standard input: `echo -n PASSWORD | skein-server hash-password`"
+    );
+    println!("{}", skein_server::auth::hash_password(password)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "hash-password") {
+        HashPassword::parse_from(std::env::args_os().skip(1));
+        return hash_password();
+    }
     let config = Config::parse();
     let filter = EnvFilter::try_from_env("SKEIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -237,6 +237,11 @@ impl Node {
         let ingest_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_ingest_streams.max(1),
         ));
+        let prepared = PreparedStatements::new(crate::prepared::Limits {
+            total: config.max_prepared_statements,
+            ttl: config.prepared_statement_ttl,
+            parameter_bytes: config.max_message_bytes.saturating_mul(4),
+        });
         let node = Arc::new(Self {
             config,
             catalog,
@@ -254,7 +259,7 @@ impl Node {
             ddl: tokio::sync::Mutex::new(()),
             queries: Queries::default(),
             schemas: SchemaCache::default(),
-            prepared: PreparedStatements::default(),
+            prepared,
             metrics,
             flush_wakeup: Notify::new(),
             wal: Arc::new(wal),

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// Registry size at which unfetched tickets are swept.
 const SWEEP_AT: usize = 1024;
+/// Most unfetched tickets remembered: past it, the oldest are forgotten (they still run when
+/// fetched, but can no longer be cancelled before they start), so that a client issuing
+/// tickets it never fetches cannot grow the registry without bound.
+const MAX_ENTRIES: usize = 16 * 1024;
 
 #[derive(Default)]
 struct Entry {
@@ -36,6 +40,9 @@ enum Stop {
 #[derive(Default)]
 pub struct Queries {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Registry size at which the next sweep runs: twice what the last one left, so sweeping
+    /// costs O(1) per ticket.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Queries {
@@ -51,10 +58,9 @@ impl Queries {
     pub fn issue(&self, id: &str) {
         let mut entries = self.entries.lock();
         // Finished queries leave by themselves; tickets never fetched are swept now and then.
-        if entries.len() >= SWEEP_AT {
-            entries.retain(|_, e| {
-                !e.interrupts.is_empty() || e.created.is_some_and(|c| c.elapsed() < FORGET_AFTER)
-            });
+        use std::sync::atomic::Ordering::Relaxed;
+        if entries.len() >= self.sweep_at.load(Relaxed).max(SWEEP_AT) {
+            self.sweep(&mut entries);
         }
         entries.insert(
             id.to_string(),
@@ -62,6 +68,30 @@ impl Queries {
                 created: Some(Instant::now()),
                 ..Default::default()
             },
+        );
+    }
+
+    /// Forgets tickets never fetched for [`FORGET_AFTER`], and the oldest unfetched ones
+    /// beyond half of [`MAX_ENTRIES`].
+    fn sweep(&self, entries: &mut HashMap<String, Entry>) {
+        entries.retain(|_, e| {
+            !e.interrupts.is_empty() || e.created.is_some_and(|c| c.elapsed() < FORGET_AFTER)
+        });
+        if entries.len() >= MAX_ENTRIES / 2 {
+            let mut waiting: Vec<(Instant, String)> = entries
+                .iter()
+                .filter(|(_, e)| e.interrupts.is_empty())
+                .filter_map(|(id, e)| e.created.map(|c| (c, id.clone())))
+                .collect();
+            waiting.sort_unstable();
+            let excess = entries.len() + 1 - MAX_ENTRIES / 2;
+            for (_, id) in waiting.into_iter().take(excess) {
+                entries.remove(&id);
+            }
+        }
+        self.sweep_at.store(
+            (entries.len() * 2).min(MAX_ENTRIES),
+            std::sync::atomic::Ordering::Relaxed,
         );
     }
 
@@ -180,5 +210,21 @@ impl SchemaCache {
             }
         }
         entries.insert(key, schema);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_never_fetched_cannot_grow_the_registry_without_bound() {
+        let q = Queries::default();
+        for i in 0..MAX_ENTRIES * 3 {
+            q.issue(&format!("q{i}"));
+            assert!(q.entries.lock().len() <= MAX_ENTRIES, "after {i}");
+        }
+        // The newest are kept, and can still be cancelled.
+        assert!(q.cancel(&format!("q{}", MAX_ENTRIES * 3 - 1)));
     }
 }

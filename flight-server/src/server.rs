@@ -15,9 +15,6 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::service::SkeinService;
 
-/// Largest gRPC message a client may send or receive (batches are split well below it).
-pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// A node whose listeners are bound.
 #[derive(Debug)]
 pub struct Server {
@@ -72,8 +69,8 @@ impl Server {
         let catalog_watch = tokio::spawn(Arc::clone(&node).run_catalog_watch());
         let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
         let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(node.config.max_message_bytes)
+            .max_encoding_message_size(node.config.max_message_bytes);
         // Small responses must not wait for the peer's delayed ACK (Nagle): ~40 ms per call.
         let incoming = TcpListenerStream::new(self.flight).map(|conn| {
             conn.and_then(|c| {

@@ -424,8 +424,13 @@ impl FlightSqlService for SkeinService {
         query: ActionClosePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<(), Status> {
-        self.node.prepared.close(&query.prepared_statement_handle);
-        answer(&self.node, "DoAction.ClosePreparedStatement", Ok(()))
+        let caller = crate::auth::current().map(|id| id.user);
+        let r = self
+            .node
+            .prepared
+            .close(&query.prepared_statement_handle, caller.as_deref())
+            .map(|_| ());
+        answer(&self.node, "DoAction.ClosePreparedStatement", r)
     }
 
     async fn do_action_cancel_query(

@@ -221,11 +221,7 @@ impl Node {
         }
         options.connect_timeout = self.config.peer_timeout.min(Duration::from_secs(10));
         if let Some(auth) = &self.auth {
-            let token = auth.issue(&crate::auth::Identity {
-                user: format!("node:{}", self.config.node_id),
-                role: crate::auth::Role::Admin,
-                tables: None,
-            });
+            let token = auth.issue_node(&self.config.node_id);
             options.auth = skein_client::Auth::Bearer(token);
         }
         let client =

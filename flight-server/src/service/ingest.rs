@@ -98,6 +98,7 @@ async fn load(
     mode: Mode,
     stream: PeekableFlightDataStream,
 ) -> Result<i64> {
+    let stream = crate::ipc_guard::guarded(stream, node.config.max_message_bytes);
     let mut decoder = FlightDataDecoder::new(stream.map_err(|s| FlightError::Tonic(Box::new(s))));
     let mut accepted: u64 = 0;
     let mut state: Option<(SchemaRef, Arc<TableRuntime>)> = None;
@@ -140,7 +141,7 @@ async fn load(
         let decoded = match item {
             Ok(d) => d,
             Err(e) => {
-                failed = Some(stream_error(&e.to_string()));
+                failed = Some(stream_error(&e.to_string(), node.config.max_message_bytes));
                 break;
             }
         };
@@ -201,12 +202,12 @@ async fn load(
 
 /// What went wrong reading a DoPut stream: a message over the size bound is
 /// RESOURCE_EXHAUSTED, anything else a bad request.
-fn stream_error(message: &str) -> Error {
+fn stream_error(message: &str, limit: usize) -> Error {
     if message.contains("message length too large") {
         Error::ResourceExhausted(format!(
-            "a DoPut message is larger than the {} MiB this node takes: send smaller record \
+            "a DoPut message is larger than the {} MiB this node takes (--max-message-bytes): send smaller record \
              batches ({message})",
-            crate::server::MAX_MESSAGE_BYTES / (1024 * 1024)
+            limit / (1024 * 1024)
         ))
     } else {
         Error::InvalidArgument(format!("reading the DoPut stream: {message}"))
@@ -297,7 +298,12 @@ pub(crate) async fn descriptor_put(
     let _slot = ingest_slot(node)?;
     let descriptor = match stream.peek().await {
         Some(Ok(first)) => first.flight_descriptor.clone(),
-        Some(Err(status)) => return Err(stream_error(status.message())),
+        Some(Err(status)) => {
+            return Err(stream_error(
+                status.message(),
+                node.config.max_message_bytes,
+            ));
+        }
         None => None,
     }
     .ok_or_else(|| Error::InvalidArgument("DoPut needs a flight descriptor".into()))?;

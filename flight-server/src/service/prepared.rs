@@ -19,6 +19,11 @@ use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
 use crate::params;
 
+/// The user calling, who owns the prepared statements they create.
+fn caller() -> Option<String> {
+    crate::auth::current().map(|id| id.user)
+}
+
 fn schema_bytes(schema: &Schema) -> Result<Bytes> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into()?;
     Ok(bytes)
@@ -64,7 +69,7 @@ pub(crate) async fn create(
         Ok((dataset, Schema::new(fields)))
     })
     .await?;
-    let handle = node.prepared.insert(sql, is_query);
+    let handle = node.prepared.insert(caller().as_deref(), sql, is_query)?;
     Ok(ActionCreatePreparedStatementResult {
         prepared_statement_handle: Bytes::from(handle),
         dataset_schema: match dataset {
@@ -75,14 +80,34 @@ pub(crate) async fn create(
     })
 }
 
-async fn read_parameters(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>> {
-    let batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-    )
-    .try_collect::<Vec<_>>()
-    .await
-    .map_err(|e| Error::InvalidArgument(format!("reading bound parameters: {e}")))?;
-    Ok(batches)
+/// The parameter batches of a bind: every message passes [`crate::ipc_guard`], and all of them
+/// together hold at most `--max-message-bytes` (parameters are kept until the statement runs).
+async fn read_parameters(
+    node: &Arc<Node>,
+    stream: PeekableFlightDataStream,
+) -> Result<Vec<RecordBatch>> {
+    let limit = node.config.max_message_bytes;
+    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        crate::ipc_guard::guarded(stream, limit)
+            .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+    );
+    let mut kept = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(batch) = batches
+        .try_next()
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("reading bound parameters: {e}")))?
+    {
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > limit {
+            return Err(Error::InvalidArgument(format!(
+                "bound parameters exceed --max-message-bytes ({limit} bytes) in all: bind fewer \
+                 rows at a time"
+            )));
+        }
+        kept.push(batch);
+    }
+    Ok(kept)
 }
 
 /// DoPut of parameters for a prepared query.
@@ -91,10 +116,10 @@ pub(crate) async fn bind(
     handle: Bytes,
     stream: PeekableFlightDataStream,
 ) -> Result<DoPutPreparedStatementResult> {
-    node.prepared.get(&handle)?;
-    let batches = read_parameters(stream).await?;
+    node.prepared.get(&handle, caller().as_deref())?;
+    let batches = read_parameters(node, stream).await?;
     params::rows(&batches)?;
-    node.prepared.bind(&handle, batches)?;
+    node.prepared.bind(&handle, caller().as_deref(), batches)?;
     Ok(DoPutPreparedStatementResult {
         prepared_statement_handle: Some(handle),
     })
@@ -107,13 +132,13 @@ pub(crate) async fn flight_info(
     handle: &[u8],
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    let p = node.prepared.get(handle)?;
+    let p = node.prepared.get(handle, caller().as_deref())?;
     statement_info(node, &p.sql, p.parameters, descriptor).await
 }
 
 /// DoGet with a prepared-statement command as the ticket.
 pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightDataStream> {
-    let p = node.prepared.get(handle)?;
+    let p = node.prepared.get(handle, caller().as_deref())?;
     let mut rows = params::rows(&p.parameters)?;
     if rows.len() > 1 {
         return Err(Error::InvalidArgument(format!(
@@ -132,8 +157,8 @@ pub(crate) async fn update(
     handle: &[u8],
     stream: PeekableFlightDataStream,
 ) -> Result<i64> {
-    let p = node.prepared.get(handle)?;
-    let sent = read_parameters(stream).await?;
+    let p = node.prepared.get(handle, caller().as_deref())?;
+    let sent = read_parameters(node, stream).await?;
     let parameters = if sent.iter().any(|b| b.num_rows() > 0) {
         sent
     } else {
