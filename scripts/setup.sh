@@ -21,7 +21,7 @@ fi
 if [ ! -x "$SKEIN_VENV/bin/python" ]; then
   python3 -m venv "$SKEIN_VENV"
 fi
-if ! "$SKEIN_VENV/bin/python" -c "import numpy, pyarrow, adbc_driver_flightsql, adbc_driver_manager, duckdb, pytest, redis" 2>/dev/null \
+if ! "$SKEIN_VENV/bin/python" -c "import numpy, pyarrow, adbc_driver_flightsql, adbc_driver_manager, duckdb, pytest, redis, grpc" 2>/dev/null \
   || [ ! -x "$SKEIN_VENV/bin/weed" ]; then
   "$SKEIN_VENV/bin/pip" install --quiet --upgrade pip
   "$SKEIN_VENV/bin/pip" install --quiet -r tests/python/requirements.txt

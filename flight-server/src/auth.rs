@@ -147,6 +147,7 @@ pub fn check_relations(caller: &Identity, statement: &sqlparser::ast::Statement)
 tokio::task_local! {
     static CALLER: Option<Identity>;
     static CREDENTIAL: Option<Credential>;
+    static PEER: Option<std::net::SocketAddr>;
     static REQUEST_ID: String;
 }
 
@@ -166,6 +167,21 @@ fn valid_request_id(id: &str) -> bool {
 /// The id of the request being served (empty outside one).
 pub fn request_id() -> String {
     REQUEST_ID.try_with(|r| r.clone()).unwrap_or_default()
+}
+
+/// The client address of the request being served (its connection), if known.
+pub fn peer() -> Option<std::net::SocketAddr> {
+    PEER.try_with(|p| *p).ok().flatten()
+}
+
+/// Who holds the query slots a request takes (see [`crate::slots`]): the user, or with
+/// authentication off the client's connection; `None` for a node of the cluster.
+pub fn slot_holder() -> Option<String> {
+    match current() {
+        Some(id) if id.user.starts_with(NODE_PREFIX) => None,
+        Some(id) => Some(format!("user {:?}", id.user)),
+        None => peer().map(|p| format!("client connection {p}")),
+    }
 }
 
 /// The caller of the request being served, if authentication is on.
@@ -715,11 +731,11 @@ where
         let span =
             tracing::info_span!("rpc", request_id = %request_id, path = %request.uri().path());
         let echo = http::HeaderValue::from_str(&request_id).ok();
-        let peer = request
+        let peer_addr = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|c| c.remote_addr())
-            .map(|a| a.ip());
+            .and_then(|c| c.remote_addr());
+        let peer = peer_addr.map(|a| a.ip());
         let caller = match &self.auth {
             None => Ok(None),
             Some(auth) => auth
@@ -737,7 +753,7 @@ where
                 Ok(found) => {
                     let (id, credential) = found.unzip();
                     let call = CREDENTIAL.scope(credential, inner.call(request));
-                    CALLER.scope(id, call).await?
+                    PEER.scope(peer_addr, CALLER.scope(id, call)).await?
                 }
                 Err(status) => status.into_http(),
             };

@@ -207,6 +207,14 @@ pub struct Config {
     /// batch may decompress to (checked before it is decoded).
     #[arg(long, env = "SKEIN_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Queries one user (or, with authentication off, one client connection) runs at once;
+    /// `0`: half of --max-queries.
+    #[arg(long, env = "SKEIN_MAX_QUERIES_PER_USER", default_value_t = 0)]
+    pub max_queries_per_user: usize,
+    /// A query whose reader takes nothing for this long is stopped and its stream ends in
+    /// error (DEADLINE_EXCEEDED): a stalled client gives its query slot back.
+    #[arg(long, env = "SKEIN_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
     /// Prepared statements open at once on this node; one user may hold half of them.
     #[arg(long, env = "SKEIN_MAX_PREPARED_STATEMENTS", default_value_t = 1024)]
     pub max_prepared_statements: usize,
@@ -220,6 +228,10 @@ pub struct Config {
     /// out-of-memory error instead of growing the process. Empty: DuckDB's default (80% of RAM).
     #[arg(long, env = "SKEIN_MEMORY_LIMIT", default_value = "")]
     pub memory_limit: String,
+    /// The most disk DuckDB may spill query state to (bytes); `0`: half of the space free on
+    /// the data directory's disk at start, so a query cannot fill the disk the WAL is on.
+    #[arg(long, env = "SKEIN_MAX_SPILL_BYTES", default_value_t = 0)]
+    pub max_spill_bytes: u64,
     /// Users (TOML: `[[users]] name, password, role` with role reader, writer or admin). With
     /// it, every call needs credentials: Basic in the handshake for a bearer token.
     #[arg(long, env = "SKEIN_AUTH_USERS")]
@@ -291,9 +303,12 @@ impl Config {
             max_queries: 64,
             max_ingest_streams: 64,
             max_prepared_statements: 1024,
+            max_queries_per_user: 0,
+            stall_timeout: Duration::from_secs(60),
             prepared_statement_ttl: Duration::from_secs(3600),
             max_message_bytes: 64 * 1024 * 1024,
             memory_limit: String::new(),
+            max_spill_bytes: 0,
             auth_users: None,
             auth_secret: None,
             token_ttl: Duration::from_secs(3600),

@@ -114,7 +114,12 @@ pub fn literal(value: &str) -> String {
 impl Engine {
     /// Opens an in-memory database that may read and write only the node's own directories
     /// below `data_dir` (`objects/`, `tmp/`, `duckdb-tmp/`).
-    pub fn open(data_dir: &Path, threads: usize, memory_limit: &str) -> Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        threads: usize,
+        memory_limit: &str,
+        spill_bytes: u64,
+    ) -> Result<Self> {
         let mut raw: duckdb::ffi::duckdb_database = std::ptr::null_mut();
         let path = c":memory:";
         // SAFETY: `path` is a valid C string and `raw` a valid out pointer.
@@ -147,6 +152,8 @@ impl Engine {
                 "SET temp_directory = {}",
                 literal(&format!("{}/duckdb-tmp", dir.display()))
             ),
+            // Spilled query state may not crowd out the WAL on the same disk.
+            format!("SET max_temp_directory_size = '{spill_bytes}B'"),
             "SET enable_external_access = false".to_string(),
             format!("CREATE SCHEMA IF NOT EXISTS {BUFFER_SCHEMA}"),
         ];

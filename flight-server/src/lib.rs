@@ -36,6 +36,7 @@ pub mod queries;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod slots;
 pub mod sql;
 pub mod statements;
 pub mod system;

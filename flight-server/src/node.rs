@@ -62,7 +62,7 @@ pub struct Node {
     /// Recent queries, for `skein_query_log`.
     pub query_log: crate::system::QueryLog,
     /// Slots for queries running at once.
-    pub query_slots: Arc<tokio::sync::Semaphore>,
+    pub query_slots: Arc<crate::slots::QuerySlots>,
     /// Slots for ingest streams at once.
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
     /// Users and token signing, if authentication is on.
@@ -212,7 +212,9 @@ impl Node {
         let engine = {
             let dir = data_dir.clone();
             let memory = config.memory_limit.clone();
-            blocking(move || Engine::open(&dir, threads, &memory)).await?
+            let spill = spill_limit(config.max_spill_bytes, &data_dir);
+            info!(bytes = spill, "query spill limit");
+            blocking(move || Engine::open(&dir, threads, &memory, spill)).await?
         };
         let snapshot = catalog.snapshot();
         let mut tables = HashMap::new();
@@ -233,7 +235,11 @@ impl Node {
             &metrics,
             catalog_empty,
         )?;
-        let query_slots = Arc::new(tokio::sync::Semaphore::new(config.max_queries.max(1)));
+        let per_user = match config.max_queries_per_user {
+            0 => config.max_queries / 2,
+            n => n,
+        };
+        let query_slots = crate::slots::QuerySlots::new(config.max_queries, per_user);
         let ingest_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_ingest_streams.max(1),
         ));
@@ -656,4 +662,23 @@ fn validate_table(name: &str, columns: &[ColumnMeta]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The most DuckDB may spill to disk: `configured`, or else half of the space free on the data
+/// directory's disk at start (the WAL and flushes need the rest).
+fn spill_limit(configured: u64, data_dir: &std::path::Path) -> u64 {
+    if configured > 0 {
+        return configured;
+    }
+    free_bytes(data_dir).map_or(1 << 30, |free| (free / 2).max(1 << 20))
+}
+
+/// Bytes free to unprivileged users on the disk holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string and `stat` a valid out pointer for the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }

@@ -85,7 +85,12 @@ impl Server {
             leaving.shutdown.cancelled().await;
             leaving.leave_cluster().await;
         };
-        let mut builder = tonic::transport::Server::builder();
+        // HTTP/2 pings find peers that vanished without closing their connection, so their
+        // streams (and the query slots behind them) end; a live reader that stops reading
+        // meets --stall-timeout instead.
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
         if let Some(tls) = tls_config(&node.config)? {
             builder = builder
                 .tls_config(tls)

@@ -3,14 +3,21 @@ a reader limited to one table) and off. Every attempt must be refused with the r
 and a message naming what was refused; afterwards the rows acknowledged are all there (after a
 flush and a restart too), no table, view or file was added, and the node still serves."""
 
+import base64
+import json
 import re
+import struct
+import subprocess
+import threading
+import time
 
 import adbc_driver_flightsql.dbapi as flightsql
+import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from conftest import _len_field, _varint, flight_sql_any, query, statement_query
+from conftest import _len_field, _varint, flight_sql_any, query, server_bin, statement_query
 
 KEY = "breakin-cluster-secret-0123456789"
 USERS = """
@@ -31,12 +38,17 @@ role = "reader"
 tables = ["pub"]
 """
 
-DENIED, INVALID, UNIMPLEMENTED, NOT_FOUND, UNAUTHENTICATED = (
-    "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED", "NOT_FOUND", "UNAUTHENTICATED")
+DENIED, INVALID, UNIMPLEMENTED, NOT_FOUND, UNAUTHENTICATED, EXHAUSTED = (
+    "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED", "NOT_FOUND", "UNAUTHENTICATED",
+    "RESOURCE_EXHAUSTED")
+# The node's --max-message-bytes in these tests: a batch may not decompress to more.
+MAX_MESSAGE = 4 * 1024 * 1024
 
 
 def code_of(e: Exception) -> str:
-    """The gRPC code pyarrow turned into this exception."""
+    """The gRPC code pyarrow (or grpcio) turned into this exception."""
+    if isinstance(e, grpc.RpcError):
+        return e.code().name
     if isinstance(e, flight.FlightUnauthorizedError):
         return DENIED
     if isinstance(e, flight.FlightUnauthenticatedError):
@@ -71,6 +83,126 @@ class Caller:
 
     def do_get(self, ticket: bytes) -> pa.Table:
         return self.client.do_get(flight.Ticket(ticket), self.options).read_all()
+
+    def prepare(self, sql: str) -> bytes:
+        """A prepared statement's handle (CreatePreparedStatement)."""
+        body = flight_sql_any("ActionCreatePreparedStatementRequest", _len_field(1, sql.encode()))
+        results = list(self.client.do_action(flight.Action("CreatePreparedStatement", body),
+                                             self.options))
+        any_msg = _decode_fields(results[0].body.to_pybytes())
+        return _decode_fields(any_msg[2])[1]
+
+    def close_prepared(self, handle: bytes):
+        body = flight_sql_any("ActionClosePreparedStatementRequest", _len_field(1, handle))
+        list(self.client.do_action(flight.Action("ClosePreparedStatement", body), self.options))
+
+
+class RawFlight:
+    """Flight's DoPut over plain gRPC: every byte of every message as the test builds it, which
+    no Arrow library would send."""
+
+    def __init__(self, node, user=None, password=None):
+        self.address = node.flight_addr
+        self.metadata = []
+        if user:
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.metadata = [("authorization", f"Basic {basic}")]
+
+    def do_put(self, messages: list):
+        with grpc.insecure_channel(self.address) as channel:
+            call = channel.stream_stream("/arrow.flight.protocol.FlightService/DoPut")
+            return list(call(iter(messages), metadata=self.metadata, timeout=60))
+
+
+def flight_data(header=b"", body=b"", descriptor=None) -> bytes:
+    """A FlightData message in protobuf (data_body is field 1000)."""
+    out = _len_field(1, descriptor) if descriptor is not None else b""
+    if header:
+        out += _len_field(2, header)
+    if body:
+        out += _varint((1000 << 3) | 2) + _varint(len(body)) + body
+    return out
+
+
+def path_descriptor(table: str) -> bytes:
+    return _varint(1 << 3) + _varint(1) + _len_field(3, table.encode())
+
+
+def command_descriptor(command: bytes) -> bytes:
+    return _varint(1 << 3) + _varint(2) + _len_field(2, command)
+
+
+def ipc_messages(table: pa.Table, compression=None) -> list:
+    """(flatbuffer header, body) of each IPC message pyarrow writes for `table`."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as w:
+        w.write_table(table)
+    reader = pa.ipc.MessageReader.open_stream(sink.getvalue())
+    out = []
+    while True:
+        try:
+            m = reader.read_next_message()
+        except StopIteration:
+            return out
+        out.append((m.metadata.to_pybytes(), m.body.to_pybytes() if m.body is not None else b""))
+
+
+def rows_of(n: int, start=0) -> pa.Table:
+    return pa.table({"a": pa.array(range(start, start + n), pa.int64()),
+                     "s": [f"lie-{i}" for i in range(start, start + n)]})
+
+
+def lying_stream(descriptor: bytes, table: pa.Table, lie, compression=None) -> list:
+    """The DoPut messages for `table`, with `lie(header, body) -> (header, body)` applied to its
+    record batch."""
+    (schema, _), (header, body) = ipc_messages(table, compression)[:2]
+    header, body = lie(header, body)
+    return [flight_data(schema, descriptor=descriptor), flight_data(header, body)]
+
+
+def claim_uncompressed(n: int):
+    """A compressed batch whose first buffer (column a's values) claims `n` bytes unpacked."""
+    def lie(header, body):
+        assert struct.unpack("<q", body[:8])[0] in (8 * 1000, 8 * 64), body[:8]
+        return header, struct.pack("<q", n) + body[8:]
+    return lie
+
+
+def replace_in_header(old: bytes, new: bytes):
+    def lie(header, body):
+        assert old in header, (old, header)
+        return header.replace(old, new), body
+    return lie
+
+
+def cut_body(header, body):
+    return header, body[: len(body) // 2]
+
+
+def garbage_header(header, body):
+    return bytes(reversed(header)), body
+
+
+IPC_LIES = [
+    # (name, lie, compression, message pattern)
+    ("LZ4 buffer claiming 2^44 bytes", claim_uncompressed(1 << 44), "lz4", "decompress to more"),
+    ("ZSTD buffer claiming 2^40 bytes", claim_uncompressed(1 << 40), "zstd", "decompress to more"),
+    ("LZ4 buffer claiming just past the limit", claim_uncompressed(MAX_MESSAGE + 1), "lz4",
+     "decompress to more"),
+    ("LZ4 buffer claiming a negative size", claim_uncompressed(-7), "lz4", "claims -7"),
+    ("buffer reaching past the body", replace_in_header(struct.pack("<qq", 0, 8000),
+                                                        struct.pack("<qq", 0, 8000 + (1 << 40))),
+     None, "reaches outside"),
+    ("buffer at a negative offset", replace_in_header(struct.pack("<qq", 0, 8000),
+                                                      struct.pack("<qq", -64, 8000)),
+     None, "reaches outside"),
+    ("batch claiming 2^50 rows", replace_in_header(struct.pack("<q", 1000),
+                                                   struct.pack("<q", 1 << 50)),
+     None, "claims|values"),
+    ("body shorter than declared", cut_body, None, "declares a body"),
+    ("header that is not a flatbuffer", garbage_header, None, "flatbuffer|IPC"),
+]
 
 
 def statement_ticket(sql: str, query_id="forged-1") -> bytes:
@@ -171,9 +303,10 @@ def target(request, make_node, tmp_path):
     if request.param == "auth-on":
         users = tmp_path / "users.toml"
         users.write_text(USERS)
-        node = make_node("--auth-users", str(users), "--auth-secret", KEY)
+        node = make_node("--auth-users", str(users), "--auth-secret", KEY,
+                         "--max-message-bytes", str(MAX_MESSAGE))
     else:
-        node = make_node()
+        node = make_node("--max-message-bytes", str(MAX_MESSAGE))
     t = Target(node, request.param == "auth-on")
     t.ingest("pub", 0, 300, mode="create")
     t.ingest("secret", 0, 200, mode="create")
@@ -296,8 +429,9 @@ def attempt(call, codes, pattern):
     as it should be."""
     try:
         call()
-    except (flight.FlightError, pa.ArrowException, OSError) as e:
-        code, message = code_of(e), str(e)
+    except (flight.FlightError, pa.ArrowException, OSError, grpc.RpcError) as e:
+        code = code_of(e)
+        message = e.details() if isinstance(e, grpc.RpcError) else str(e)
         if code not in codes:
             return f"refused with {code}, wanted {codes}: {message[:300]}"
         if not re.search(pattern, message, re.IGNORECASE):
@@ -342,6 +476,29 @@ def corpus(t: Target) -> list:
                     {DENIED}, "signed|fragment ticket|not allowed"))
     out.append(("unknown prepared handle", lambda: r.do_get(prepared_ticket(b"no-such-handle")),
                 {NOT_FOUND}, "prepared statement"))
+    # Oversized and lying Arrow IPC bodies, by bulk ingest (a writer) and by a reader binding
+    # prepared-statement parameters: refused before decoding; the node does not abort.
+    writer = RawFlight(t.node, "root", "r00t") if t.auth else RawFlight(t.node)
+    binder = RawFlight(t.node, "rita", "r-pass") if t.auth else RawFlight(t.node)
+    handle = r.prepare("SELECT count(*) FROM pub WHERE a > $1")
+    bind = command_descriptor(flight_sql_any("CommandPreparedStatementQuery",
+                                             _len_field(1, handle)))
+    params = pa.table({"$1": pa.array(range(1000), pa.int64())})
+    for name, lie, compression, pattern in IPC_LIES:
+        for who, raw, descriptor, table in [("ingest", writer, path_descriptor("pub"), rows_of(1000)),
+                                             ("bind", binder, bind, params)]:
+            messages = lying_stream(descriptor, table, lie, compression)
+            out.append((f"{who}: {name}", lambda raw=raw, m=messages: raw.do_put(m), {INVALID},
+                        pattern))
+    huge = rows_of(MAX_MESSAGE // 8)  # over the gRPC message bound once encoded
+    out.append(("ingest: a message over --max-message-bytes",
+                lambda: writer.do_put(lying_stream(path_descriptor("pub"), huge, lambda h, b: (h, b))),
+                {EXHAUSTED, "OUT_OF_RANGE"}, "larger than|too large"))
+    many = pa.table({"$1": pa.array(range(MAX_MESSAGE // 16), pa.int64())})
+    out.append(("bind: parameters over --max-message-bytes in all",
+                lambda: binder.do_put([flight_data(ipc_messages(many)[0][0], descriptor=bind)]
+                                      + [flight_data(h, b) for h, b in ipc_messages(many)[1:]] * 3),
+                {INVALID}, "bound parameters exceed"))
     if t.limited is not None:
         lena = t.limited
         for sql in LIMIT_ESCAPES:
@@ -357,6 +514,12 @@ def corpus(t: Target) -> list:
         out.append(("lena: fragment reading secret",
                     lambda: lena.do_get(fragment_ticket("SELECT * FROM secret")), {DENIED},
                     "signed"))
+        # Another user's prepared statement is not theirs to run or close.
+        ritas = r.prepare("SELECT count(*) FROM pub")
+        out.append(("lena: rita's prepared statement",
+                    lambda: lena.do_get(prepared_ticket(ritas)), {DENIED}, "another user"))
+        out.append(("lena: closing rita's prepared statement",
+                    lambda: lena.close_prepared(ritas), {DENIED}, "another user"))
         out.append(("reader writes through a forged ticket",
                     lambda: t.reader.do_get(statement_ticket("INSERT INTO pub VALUES (1, 'x')")),
                     {DENIED}, "ticket"))
@@ -418,3 +581,148 @@ def test_legitimate_statements_near_the_edges_still_run(target):
         assert lena.sql("DESCRIBE pub").num_rows == 2
     with target.adbc() as conn:
         assert query(conn, "SELECT count(*) AS n FROM secret").column(0)[0].as_py() == 210
+
+
+def token_claims(token: bytes) -> dict:
+    body = token.decode().split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def bearer(token: bytes) -> flight.FlightCallOptions:
+    return flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token)])
+
+
+def handshake(address: str, authorization: str) -> bytes:
+    """The token Flight's handshake answers to a caller presenting `authorization`."""
+    with grpc.insecure_channel(address) as channel:
+        call = channel.stream_stream("/arrow.flight.protocol.FlightService/Handshake")
+        responses = list(call(iter([b""]), metadata=[("authorization", authorization)],
+                              timeout=30))
+    return _decode_fields(responses[0]).get(2, b"")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def wait_until(condition, what: str, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def refused(call):
+    """The exception `call` raised, or None."""
+    try:
+        call()
+    except (flight.FlightError, pa.ArrowException, grpc.RpcError) as e:
+        return e
+    return None
+
+
+def test_identity_follows_the_users_file(make_node, tmp_path):
+    """A token cannot renew itself; removing a user, changing a role or a password ends what
+    their tokens may do; hashed passwords work; failed logins are bounded."""
+    hashed = subprocess.run([server_bin(), "hash-password"], input="h-pass\n", text=True,
+                            capture_output=True, check=True).stdout.strip()
+    assert hashed.startswith("$argon2id$"), hashed
+    users = tmp_path / "users.toml"
+    hana = f'\n[[users]]\nname = "hana"\npassword = "{hashed}"\nrole = "reader"\n'
+    tom = '\n[[users]]\nname = "tom"\npassword = "t-pass"\nrole = "reader"\n'
+    wendy = '\n[[users]]\nname = "wendy"\npassword = "w-pass"\nrole = "{role}"\n'
+    users.write_text(USERS + hana + tom + wendy.format(role="writer"))
+    node = make_node("--auth-users", str(users), "--auth-secret", KEY)
+    address = node.flight_addr
+
+    # A hashed password logs in; the hash itself is no password.
+    assert Caller(node, "hana", "h-pass").sql("SELECT 42 AS x").column(0)[0].as_py() == 42
+    assert code_of(refused(lambda: Caller(node, "hana", hashed))) == UNAUTHENTICATED
+
+    # A handshake with a token answers a token that ends when it does.
+    token = handshake(address, basic("tom", "t-pass"))
+    renewed = handshake(address, "Bearer " + token.decode())
+    assert token_claims(renewed)["e"] == token_claims(token)["e"]
+    client = flight.FlightClient(node.uri)
+
+    def run(token_bytes):
+        info = client.get_flight_info(statement_query("SELECT 1 AS one"), bearer(token_bytes))
+        return client.do_get(info.endpoints[0].ticket, bearer(token_bytes)).read_all()
+
+    assert run(token).num_rows == 1 and run(renewed).num_rows == 1
+
+    # Wendy, a writer, ingests with her token; rita's token works.
+    wendy_token = handshake(address, basic("wendy", "w-pass"))
+    wendy_raw = RawFlight(node)
+    wendy_raw.metadata = [("authorization", "Bearer " + wendy_token.decode())]
+    honest = lying_stream(path_descriptor("wtab"), rows_of(10), lambda h, b: (h, b))
+    wendy_raw.do_put(honest)
+    rita_token = handshake(address, basic("rita", "r-pass"))
+    assert run(rita_token).num_rows == 1
+
+    # Tom is removed, Wendy becomes a reader, Rita's password changes.
+    users.write_text(USERS.replace('"r-pass"', '"r-new"') + hana
+                     + wendy.format(role="reader"))
+    wait_until(lambda: refused(lambda: run(token)) is not None, "tom's token is refused")
+    for t in (token, renewed):
+        e = refused(lambda t=t: run(t))
+        assert code_of(e) == UNAUTHENTICATED and "no longer exists" in str(e), e
+        e = refused(lambda t=t: handshake(address, "Bearer " + t.decode()))
+        assert code_of(e) == UNAUTHENTICATED, e
+    e = refused(lambda: wendy_raw.do_put(honest))
+    assert code_of(e) == DENIED and "writer" in str(e).lower(), e
+    e = refused(lambda: run(rita_token))
+    assert code_of(e) == UNAUTHENTICATED and "password" in str(e), e
+    assert run(handshake(address, basic("rita", "r-new"))).num_rows == 1
+    admin = Caller(node, "root", "r00t")
+    assert admin.sql("SELECT count(*) FROM wtab").column(0)[0].as_py() == 10
+
+    # Failed logins: after ten a minute (the hash tried as a password above was one), this
+    # user may not try again for a while, with the right password either.
+    for _ in range(9):
+        e = refused(lambda: handshake(address, basic("hana", "guess")))
+        assert code_of(e) == UNAUTHENTICATED, e
+    e = refused(lambda: handshake(address, basic("hana", "h-pass")))
+    assert code_of(e) == EXHAUSTED and "too many failed logins" in str(e), e
+    assert admin.sql("SELECT 1").num_rows == 1  # tokens already issued still work
+
+
+@pytest.mark.parametrize("auth", [True, False], ids=["auth-on", "auth-off"])
+def test_stalled_readers_do_not_starve_other_users(make_node, tmp_path, auth):
+    """64 streams that read one batch and stop: one user holds at most half the query slots,
+    another user's query runs meanwhile, and past --stall-timeout the stalled queries stop,
+    give their slots back and end in an error (never as if complete)."""
+    flags = ["--max-queries", "64", "--stall-timeout", "10s"]
+    if auth:
+        users = tmp_path / "users.toml"
+        users.write_text(USERS)
+        flags += ["--auth-users", str(users), "--auth-secret", KEY]
+    node = make_node(*flags)
+    staller = Caller(node, "rita", "r-pass") if auth else Caller(node)
+    other = Caller(node, "lena", "l-pass") if auth else Caller(node)  # its own connection
+    big = "SELECT range AS a, range::VARCHAR AS s FROM range(100000000)"
+    streams, refusals = [], []
+    for _ in range(64):
+        try:
+            reader = staller.client.do_get(flight.Ticket(staller.ticket(big)), staller.options)
+            reader.read_chunk()
+            streams.append(reader)
+        except (flight.FlightError, pa.ArrowException) as e:
+            refusals.append(str(e))
+    assert len(streams) == 32, (len(streams), refusals[:2])
+    assert all("--max-queries-per-user" in r for r in refusals), refusals[:2]
+    # Another user's query runs while the stalled streams hold their slots.
+    assert other.sql("SELECT 42 AS x").column(0)[0].as_py() == 42
+    # Past the stall timeout the stalled queries stop and give their slots back...
+    watcher = Caller(node, "root", "r00t") if auth else Caller(node)
+    stopped = ("SELECT count(*) FROM skein_query_log "
+               "WHERE status LIKE '%--stall-timeout%'")
+    wait_until(lambda: watcher.sql(stopped).column(0)[0].as_py() == 32,
+               "the 32 stalled queries were stopped", timeout=60)
+    assert staller.sql("SELECT 1 AS one").num_rows == 1
+    # ...and what was left of each stream ends in an error, not as a complete result.
+    for reader in streams:
+        e = refused(reader.read_all)
+        assert e is not None and "stall-timeout" in str(e), e

@@ -141,7 +141,12 @@ async fn load(
         let decoded = match item {
             Ok(d) => d,
             Err(e) => {
-                failed = Some(stream_error(&e.to_string(), node.config.max_message_bytes));
+                // The transport's own refusals (and the IPC guard's) keep their message.
+                let message = match &e {
+                    FlightError::Tonic(status) => status.message().to_string(),
+                    other => other.to_string(),
+                };
+                failed = Some(stream_error(&message, node.config.max_message_bytes));
                 break;
             }
         };

@@ -335,15 +335,19 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
     } = query;
     let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
-    let slot = Arc::clone(&node.query_slots)
-        .try_acquire_owned()
-        .map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "{} queries are running, the most this node runs at once (--max-queries); \
-                 try again shortly",
-                node.config.max_queries
-            ))
-        })?;
+    // A node's own fragments count only against the total: their coordinator's caller was
+    // counted where the query came in.
+    let holder = (distribution.shape != "fragment")
+        .then(crate::auth::slot_holder)
+        .flatten();
+    let slot = node.query_slots.acquire(holder)?;
+    // Set when the query fails after its schema went out (its reader stalled, say): the
+    // stream ends in this error after what was sent, never as if complete, and setting it
+    // never waits for a reader.
+    let failed: Arc<parking_lot::Mutex<Option<Status>>> = Arc::default();
+    let failed_at_end = Arc::clone(&failed);
+    let stall = node.config.stall_timeout;
+    let runtime = tokio::runtime::Handle::current();
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
     let user = crate::auth::current().map(|id| id.user);
@@ -355,6 +359,24 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         let timer = worker.metrics.query_seconds.start_timer();
         let mut sent_rows = 0u64;
         let mut sent_bytes = 0u64;
+        // Hands a batch to the reader; false once it went away, an error once it took
+        // nothing for --stall-timeout.
+        let tx_batches = tx.clone();
+        let send = |out: RecordBatch| -> Result<bool> {
+            match runtime.block_on(tx_batches.send_timeout(Ok(out), stall)) {
+                Ok(()) => Ok(true),
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
+                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    let message = format!(
+                        "the client read nothing for {} (--stall-timeout): the query was \
+                         stopped and its slot given back; the rows before this error are \
+                         not the whole result",
+                        humantime::format_duration(stall)
+                    );
+                    Err(Error::DeadlineExceeded(message))
+                }
+            }
+        };
         let outcome = (|| -> Result<()> {
             let mut conn = worker.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
@@ -388,7 +410,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                     while let Some(out) = coalescer.next_completed_batch() {
                         sent_rows += out.num_rows() as u64;
                         sent_bytes += out.get_array_memory_size() as u64;
-                        if tx.blocking_send(Ok(out)).is_err() {
+                        if !send(out)? {
                             return Ok(()); // the client went away
                         }
                     }
@@ -397,7 +419,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 while let Some(out) = coalescer.next_completed_batch() {
                     sent_rows += out.num_rows() as u64;
                     sent_bytes += out.get_array_memory_size() as u64;
-                    if tx.blocking_send(Ok(out)).is_err() {
+                    if !send(out)? {
                         return Ok(());
                     }
                 }
@@ -438,17 +460,17 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 Some(s) => {
                     let _ = s.send(Err(e));
                 }
-                None => {
-                    let status = Status::from(e);
-                    let _ = tx.blocking_send(Err(FlightError::Tonic(Box::new(status))));
-                }
+                None => *failed.lock() = Some(Status::from(e)),
             }
         }
     });
     let schema = schema_rx.await.map_err(|_| {
         Error::Internal("query worker stopped before it produced a schema".into())
     })??;
-    Ok(encode(schema, ReceiverStream::new(rx).boxed()))
+    // A stopped query's stream ends with its error, not as if it were complete.
+    let end = futures::stream::once(async move { failed_at_end.lock().take() })
+        .filter_map(|s| async move { s.map(|s| Err(FlightError::Tonic(Box::new(s)))) });
+    Ok(encode(schema, ReceiverStream::new(rx).chain(end).boxed()))
 }
 
 /// Encodes batches as Flight data; the schema goes first even when there are no rows.
