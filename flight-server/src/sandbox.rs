@@ -25,6 +25,8 @@ use crate::auth::Identity;
 use crate::duckdb_parse::{Parser, Reading};
 use crate::error::{Error, Result};
 
+#[cfg(test)]
+mod agreement;
 pub mod functions;
 
 /// File name endings DuckDB reads by replacement scan.
