@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 "$SKEIN_VENV/bin/pip" install --quiet -r scripts/bench-requirements.txt
-cargo build --release -p skein-server --bins --examples
+cargo build --release --workspace --all-targets
 SKEIN_SERVER_BIN="$CARGO_TARGET_DIR/release/skein-server" \
   "$SKEIN_VENV/bin/python" scripts/bench.py "$@"
