@@ -155,6 +155,29 @@ impl Client {
             .boxed())
     }
 
+    /// [`Client::fetch_ticket`] with the result's schema, known once the node's first message
+    /// arrived (also for a result without rows); nothing is read past the first batch.
+    pub async fn fetch_ticket_with_schema(
+        &self,
+        ticket: bytes::Bytes,
+    ) -> Result<(
+        SchemaRef,
+        futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    )> {
+        let fail = |e| Error::from_flight("fetching results failed", e);
+        let mut client = self.clone();
+        let mut stream = client.sql.do_get(Ticket { ticket }).await.map_err(fail)?;
+        let first = stream.next().await.transpose().map_err(fail)?;
+        let schema = stream.schema().cloned().ok_or_else(|| Error::Protocol {
+            operation: "fetching results failed".into(),
+            message: "the node's answer carried no schema".into(),
+        })?;
+        let rest = futures::stream::iter(first.map(Ok))
+            .chain(stream.map_err(fail))
+            .boxed();
+        Ok((schema, rest))
+    }
+
     async fn fetch_endpoint(
         &self,
         endpoint: FlightEndpoint,

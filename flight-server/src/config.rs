@@ -182,6 +182,12 @@ pub struct Config {
     /// another node (its buffered rows cannot be, and the query then fails UNAVAILABLE).
     #[arg(long, env = "SKEIN_PEER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peer_timeout: Duration,
+    /// Answer a scan of one table with one endpoint per node (clients fetch the parts in
+    /// parallel, straight from the nodes). `false`: one endpoint on this node, for clients that
+    /// cannot follow endpoint locations (a fragment redeemed on the wrong node is passed on to
+    /// the right one either way, so the answer is right; this only saves that hop).
+    #[arg(long, env = "SKEIN_SCATTER_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scatter_endpoints: bool,
     /// Buffer flush thresholds (node defaults).
     #[command(flatten)]
     pub flush: FlushConfig,
@@ -277,6 +283,7 @@ impl Config {
             advertise_addr: None,
             heartbeat_ttl: Duration::from_secs(10),
             peer_timeout: Duration::from_secs(30),
+            scatter_endpoints: true,
             flush: FlushConfig {
                 flush_rows: 1_000_000,
                 flush_bytes: 256 * 1024 * 1024,

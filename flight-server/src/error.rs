@@ -170,7 +170,8 @@ impl From<Error> for Status {
             Error::Storage(
                 skein_storage::Error::ObjectStore { .. }
                 | skein_storage::Error::Redis { .. }
-                | skein_storage::Error::CatalogLost { .. },
+                | skein_storage::Error::CatalogLost { .. }
+                | skein_storage::Error::Fenced { .. },
             ) => Code::Unavailable,
             Error::Storage(skein_storage::Error::Snapshot { .. }) => Code::InvalidArgument,
             Error::Storage(_) | Error::Flight(_) | Error::Internal(_) => Code::Internal,

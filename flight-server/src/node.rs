@@ -69,6 +69,8 @@ pub struct Node {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// This process's claim on its node id in a shared catalog.
     claim: Option<shared::NodeClaim>,
+    /// Set once another process took this node's id: this one then serves nothing.
+    identity_lost: std::sync::atomic::AtomicBool,
     /// One catalog refresh at a time.
     sync: tokio::sync::Mutex<()>,
     /// The catalog (epoch, version) the table runtimes reflect.
@@ -258,6 +260,7 @@ impl Node {
             ingest_slots,
             auth,
             claim,
+            identity_lost: Default::default(),
             sync: tokio::sync::Mutex::new(()),
             synced: parking_lot::Mutex::new(version),
             lost_snapshot_saved: parking_lot::Mutex::new(None),

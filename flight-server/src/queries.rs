@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use duckdb::InterruptHandle;
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -27,6 +28,8 @@ struct Entry {
     /// Why the query was stopped, once it was.
     stopped: Option<Stop>,
     interrupts: Vec<Arc<InterruptHandle>>,
+    /// Cancelled when the query is stopped: what waits for the query's peers stops waiting.
+    stop: CancellationToken,
 }
 
 /// Why a query was stopped.
@@ -134,6 +137,18 @@ impl Queries {
         stopped
     }
 
+    /// Cancelled once query `id` is stopped (CancelFlightInfo or CancelQuery): the coordinator
+    /// waits for its peers' fragments under it, and stops waiting (dropping their streams, which
+    /// stops them on the peers) when the client cancels.
+    pub fn stop_token(&self, id: &str) -> CancellationToken {
+        let mut entries = self.entries.lock();
+        let e = entries.entry(id.to_string()).or_default();
+        if e.stopped.is_some() {
+            e.stop.cancel();
+        }
+        e.stop.clone()
+    }
+
     /// Cancels the query: interrupts it if running, and refuses it if it starts later.
     /// Returns whether the id was known.
     pub fn cancel(&self, id: &str) -> bool {
@@ -141,6 +156,7 @@ impl Queries {
         match entries.get_mut(id) {
             Some(e) => {
                 e.stopped.get_or_insert(Stop::Cancelled);
+                e.stop.cancel();
                 for i in &e.interrupts {
                     i.interrupt();
                 }
@@ -160,6 +176,7 @@ impl Queries {
         for e in entries.values_mut().filter(|e| !e.interrupts.is_empty()) {
             if e.stopped.is_none() && e.deadline.is_some_and(|d| d <= now) {
                 e.stopped = Some(Stop::TimedOut);
+                e.stop.cancel();
             }
             if e.stopped.is_some() {
                 for i in &e.interrupts {

@@ -147,6 +147,39 @@ pub struct CatalogState {
     pub next_table_id: u64,
     /// Tables by lower-cased name.
     pub tables: BTreeMap<String, TableMeta>,
+    /// A random id of the commit that made this version (empty in catalogs older than commit
+    /// ids). Versions can come back (a store restored from an older copy, then committed to
+    /// again); the id at a version tells whether it is still the version this node saw.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+}
+
+/// What a store holds at its head: enough to see that another node committed, and whether the
+/// store's history still passes through the version a node holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The stored version.
+    pub version: u64,
+    /// The stored epoch.
+    pub epoch: u64,
+    /// The id of the commit that made `version` (empty if unknown).
+    pub commit: String,
+}
+
+impl CatalogState {
+    /// This state's head.
+    pub fn head(&self) -> Head {
+        Head {
+            version: self.version,
+            epoch: self.epoch,
+            commit: self.commit.clone(),
+        }
+    }
+}
+
+/// A new random commit id.
+pub fn new_commit_id() -> String {
+    format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)
 }
 
 impl CatalogState {
@@ -182,14 +215,19 @@ pub trait CatalogBackend: Send + Sync + std::fmt::Debug {
     /// Reads the latest committed catalog (an empty one if none was ever committed).
     async fn load(&self) -> Result<CatalogState>;
 
-    /// The stored version and epoch, cheaply (to see whether another node changed anything).
-    async fn version(&self) -> Result<(u64, u64)> {
-        let state = self.load().await?;
-        Ok((state.version, state.epoch))
+    /// The stored head, cheaply (to see whether another node changed anything).
+    async fn version(&self) -> Result<Head> {
+        Ok(self.load().await?.head())
     }
 
-    /// Stores `next` if the stored version and epoch are still `base`'s; `next.version` must be
-    /// `base.version + 1`. Fails with [`Error::Conflict`] otherwise.
+    /// The id of the commit that made `version` in the store's history, if the store still
+    /// remembers it (a shared store keeps the recent ones; `None`: not known).
+    async fn commit_at(&self, _version: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Stores `next` if the stored version, epoch and commit id are still `base`'s;
+    /// `next.version` must be `base.version + 1`. Fails with [`Error::Conflict`] otherwise.
     async fn commit(&self, base: &CatalogState, next: &CatalogState) -> Result<()>;
 
     /// Stores `state` whatever is stored now (a restore).
@@ -262,10 +300,10 @@ impl CatalogBackend for LocalCatalog {
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         let next = next.clone();
-        let (expected, epoch) = (base.version, base.epoch);
+        let (expected, epoch, commit) = (base.version, base.epoch, base.commit.clone());
         run_blocking(move || {
             let stored = Self::read(&path)?;
-            if stored.version != expected || stored.epoch != epoch {
+            if stored.version != expected || stored.epoch != epoch || stored.commit != commit {
                 return Err(Error::Conflict {
                     expected,
                     found: stored.version,
@@ -340,6 +378,7 @@ impl Catalog {
             let out = change(&mut next)?;
             next.version = base.version + 1;
             next.epoch = base.epoch;
+            next.commit = new_commit_id();
             match self.backend.commit(&base, &next).await {
                 Ok(()) => {
                     self.advance(Arc::new(next));
@@ -349,7 +388,7 @@ impl Catalog {
                     if conflicts >= MAX_CONFLICTS {
                         return Err(Error::Conflict {
                             expected: base.version,
-                            found: self.backend.version().await?.0,
+                            found: self.backend.version().await?.version,
                         }
                         .into());
                     }
@@ -361,7 +400,7 @@ impl Catalog {
                     ))
                     .await;
                     let stored = self.backend.load().await?;
-                    check_not_lost(&base, stored.version, stored.epoch)?;
+                    self.check_not_lost(&base, &stored.head()).await?;
                     base = Arc::new(stored);
                     self.advance(Arc::clone(&base));
                 }
@@ -369,7 +408,7 @@ impl Catalog {
                     // The commit may have landed (a rename done, its directory sync failed):
                     // take whatever the backend now holds, so the next change starts from it.
                     if let Ok(state) = self.backend.load().await
-                        && check_not_lost(&base, state.version, state.epoch).is_ok()
+                        && self.check_not_lost(&base, &state.head()).await.is_ok()
                     {
                         self.advance(Arc::new(state));
                     }
@@ -388,15 +427,46 @@ impl Catalog {
     /// [`Error::CatalogLost`] (keeping the snapshot) if the store went back to an older
     /// version of the same epoch, as when Redis lost its data.
     pub async fn refresh(&self) -> Result<bool> {
-        let (version, epoch) = self.backend.version().await?;
+        let head = self.backend.version().await?;
         let current = self.snapshot();
-        if version == current.version && epoch == current.epoch {
+        if head == current.head() {
             return Ok(false);
         }
-        check_not_lost(&current, version, epoch)?;
+        self.check_not_lost(&current, &head).await?;
         let stored = self.backend.load().await?;
-        check_not_lost(&current, stored.version, stored.epoch)?;
+        self.check_not_lost(&current, &stored.head()).await?;
         Ok(self.advance(Arc::new(stored)))
+    }
+
+    /// Fails with [`Error::CatalogLost`] if the store at `head` no longer holds what `seen`
+    /// holds: nothing at all (version 0), an older epoch, an older version of the same epoch,
+    /// or a history that does not pass through `seen`'s commit (the version came back with
+    /// other commits: a store restored from an older copy, then committed to).
+    async fn check_not_lost(&self, seen: &CatalogState, head: &Head) -> Result<()> {
+        let lost = |found: u64| {
+            Err(Error::CatalogLost {
+                seen: seen.version,
+                found,
+            })
+        };
+        let older = (head.version == 0 && seen.version > 0)
+            || head.epoch < seen.epoch
+            || (head.epoch == seen.epoch && head.version < seen.version);
+        if older {
+            return lost(head.version);
+        }
+        if head.epoch != seen.epoch || seen.commit.is_empty() {
+            return Ok(());
+        }
+        let at_seen = if head.version == seen.version {
+            Some(head.commit.clone())
+        } else {
+            self.backend.commit_at(seen.version).await?
+        };
+        match at_seen {
+            Some(id) if !id.is_empty() && id != seen.commit => lost(head.version),
+            _ => Ok(()),
+        }
     }
 
     /// Makes `state` the snapshot if it is newer (a later epoch, or a later version of the
@@ -418,11 +488,12 @@ impl Catalog {
             .backend
             .version()
             .await
-            .map(|(v, _)| v)
+            .map(|h| h.version)
             .unwrap_or_default();
         let mut next = state.clone();
         next.version = stored.max(self.snapshot().version).max(state.version) + 1;
         next.epoch = new_epoch(self.snapshot().epoch.max(state.epoch));
+        next.commit = new_commit_id();
         self.backend.replace(&next).await?;
         *self.current.write() = Arc::new(next.clone());
         Ok(next)
@@ -440,21 +511,6 @@ fn new_epoch(old: u64) -> u64 {
 
 /// Conflicts one update retries before it gives up.
 const MAX_CONFLICTS: u64 = 1000;
-
-/// A store that holds nothing (version 0), an older epoch, or an older version of the same
-/// epoch than `seen` has lost its data.
-fn check_not_lost(seen: &CatalogState, version: u64, epoch: u64) -> Result<()> {
-    let lost = (version == 0 && seen.version > 0)
-        || epoch < seen.epoch
-        || (epoch == seen.epoch && version < seen.version);
-    if lost {
-        return Err(Error::CatalogLost {
-            seen: seen.version,
-            found: version,
-        });
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

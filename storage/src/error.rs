@@ -73,6 +73,17 @@ pub enum Error {
         /// The version the store holds now.
         found: u64,
     },
+    /// Another process took this process's node id (this one was paused or cut off past its
+    /// claim's TTL): its commits are refused, so that two processes never both advance one
+    /// node's flushed WAL position.
+    #[error(
+        "another process took this node's id (Redis key {holder} names another holder): this \
+         process may no longer change the catalog; stop it"
+    )]
+    Fenced {
+        /// The holder key.
+        holder: String,
+    },
     /// A catalog snapshot that cannot be found or decoded.
     #[error("catalog snapshot {key}: {message}")]
     Snapshot {

@@ -30,8 +30,8 @@ pub mod stats;
 
 pub use cache::{CachedFile, FileCache};
 pub use catalog::{
-    Catalog, CatalogBackend, CatalogState, ColumnMeta, FileMeta, LocalCatalog, RetiredFile,
-    TableMeta, TableOptions,
+    Catalog, CatalogBackend, CatalogState, ColumnMeta, FileMeta, Head, LocalCatalog, RetiredFile,
+    TableMeta, TableOptions, new_commit_id,
 };
 pub use error::{Error, Result};
 pub use object_store::{LocalStore, ObjectStore};

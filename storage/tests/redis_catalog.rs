@@ -226,3 +226,152 @@ async fn an_unreachable_server_is_an_error_within_the_deadline() {
         .expect_err("not a Redis URL");
     assert!(err.to_string().contains("invalid Redis URL"), "{err}");
 }
+
+/// Runs one raw Redis command (for copying keys as an older dump would hold them).
+async fn raw(server: &RedisServer, args: &[&str]) {
+    let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
+        .expect("pool");
+    let mut conn = pool.get().await.expect("connection");
+    let mut cmd = deadpool_redis::redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: deadpool_redis::redis::Value = cmd.query_async(&mut conn).await.expect("command");
+}
+
+async fn create(catalog: &Catalog, name: &str) {
+    catalog
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            let mut t = table(name);
+            t.id = s.next_table_id + 1;
+            s.next_table_id += 1;
+            s.tables.insert(name.into(), t);
+            Ok(())
+        })
+        .await
+        .expect("create");
+}
+
+#[tokio::test]
+async fn a_catalog_rolled_back_then_committed_back_to_its_version_is_seen_as_lost() {
+    let server = RedisServer::start();
+    let keys = ["catalog", "tables", "commits"];
+    let a = catalog(&server, "c").await;
+    create(&a, "t1").await;
+    // An older copy of Redis, as a dump taken now would hold.
+    for k in keys {
+        raw(
+            &server,
+            &["COPY", &format!("skein:c:{k}"), &format!("old:{k}")],
+        )
+        .await;
+    }
+    create(&a, "t2").await;
+    create(&a, "t3").await;
+    let seen = a.snapshot();
+    assert_eq!(seen.version, 3);
+    // Redis comes back from that copy, and another node (which knows nothing newer) commits
+    // until the version is where `a` saw it.
+    for k in keys {
+        let key = format!("skein:c:{k}");
+        raw(&server, &["DEL", &key]).await;
+        raw(&server, &["COPY", &format!("old:{k}"), &key]).await;
+    }
+    let b = catalog(&server, "c").await;
+    assert_eq!(b.snapshot().version, 1);
+    create(&b, "x2").await;
+    create(&b, "x3").await;
+    assert_eq!(b.snapshot().version, seen.version, "the counter came back");
+
+    let err = a.refresh().await.expect_err("same version, other history");
+    assert!(matches!(err, Error::CatalogLost { seen: 3, .. }), "{err}");
+    let err = a
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.remove("t1");
+            Ok(())
+        })
+        .await
+        .expect_err("a commit on top of the other history");
+    assert!(matches!(err, Error::CatalogLost { .. }), "{err}");
+    // One commit further the history still does not pass through what `a` saw.
+    create(&b, "x4").await;
+    assert!(matches!(a.refresh().await, Err(Error::CatalogLost { .. })));
+    assert_eq!(
+        *a.snapshot(),
+        *seen,
+        "the node keeps what it knew, to be restored"
+    );
+    // A node that moved along the same history is not disturbed.
+    let c = catalog(&server, "c").await;
+    create(&b, "x5").await;
+    assert!(c.refresh().await.expect("refresh along the history"));
+}
+
+#[tokio::test]
+async fn a_process_whose_node_id_another_took_cannot_commit() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let connect = || RedisCatalog::connect(&url, "c", Duration::from_secs(5));
+    let first = Arc::new(connect().await.expect("connect"));
+    let ttl = Duration::from_millis(300);
+    assert!(first.take_node("n1", "first", ttl).await.expect("take"));
+    let a = Catalog::open(Arc::clone(&first) as Arc<dyn CatalogBackend>)
+        .await
+        .expect("open");
+    create(&a, "t1").await;
+
+    // While the claim lives nobody else takes the id; once it lapsed (the first process was
+    // paused), another process does.
+    let second = Arc::new(connect().await.expect("connect"));
+    assert!(!second.take_node("n1", "second", ttl).await.expect("take"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !second.take_node("n1", "second", ttl).await.expect("take") {
+        assert!(Instant::now() < deadline, "the first claim never lapsed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = Catalog::open(Arc::clone(&second) as Arc<dyn CatalogBackend>)
+        .await
+        .expect("open");
+    create(&b, "t2").await;
+
+    // The first process resumes: its commits are refused, and so is its renewal, also after
+    // the second process's claim lapsed in turn.
+    a.refresh().await.expect("refresh");
+    let err = a
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.remove("t1");
+            Ok(())
+        })
+        .await
+        .expect_err("fenced");
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert!(b.snapshot().table("t1").is_some());
+    assert!(!first.renew_node("n1", "first", ttl).await.expect("renew"));
+    second.release_node("n1", "second").await.expect("release");
+    assert!(!first.renew_node("n1", "first", ttl).await.expect("renew"));
+    assert!(matches!(
+        a.update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.remove("t1");
+            Ok(())
+        })
+        .await,
+        Err(Error::Fenced { .. })
+    ));
+    // A claim that lapsed while nobody took the id is renewed.
+    assert!(first.take_node("n9", "first", ttl).await.expect("take"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = deadpool_redis::redis::cmd("EXISTS");
+        probe.arg("skein:c:node:n9");
+        let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
+            .expect("pool");
+        let mut conn = pool.get().await.expect("connection");
+        let exists: i64 = probe.query_async(&mut conn).await.expect("exists");
+        if exists == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the claim never lapsed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(first.renew_node("n9", "first", ttl).await.expect("renew"));
+}

@@ -24,6 +24,8 @@ import json
 import math
 import random
 import re
+import shutil
+import signal
 import threading
 import time
 import uuid
@@ -37,8 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.flight as flight
 import pytest
 
-from cluster import Cluster
-from components import Redis
+from cluster import Cluster, ClusterNode
+from components import Redis, free_ports
 from conftest import query, statement_query
 
 POLL_S = 0.1
@@ -1334,3 +1336,201 @@ def test_compaction_delete_and_update_hold_across_nodes(make_cluster):
     cluster.wait_all_members(3)
     nodes = cluster.live()
     check_all("after a restart")
+
+
+# ---------------------------------------------------------------------------------------------
+# f. Any client, any fault: tickets redeemed on the wrong node, peers lost after planning,
+#    a paused process whose id was taken, a catalog store rolled back
+
+def redeem_here(plan_on, fetch_on, sql: str) -> pa.Table:
+    """What a client gets that plans on `plan_on` and fetches every endpoint from `fetch_on`,
+    ignoring their locations (as older JDBC and ODBC drivers do)."""
+    planner = plan_on.flight_client()
+    fetcher = planner if fetch_on is plan_on else fetch_on.flight_client()
+    try:
+        info = planner.get_flight_info(statement_query(sql))
+        parts = [fetcher.do_get(e.ticket).read_all() for e in info.endpoints]
+    finally:
+        planner.close()
+        if fetcher is not planner:
+            fetcher.close()
+    return pa.concat_tables(parts), len(info.endpoints)
+
+
+REDEEM_QUERIES = [
+    ("scatter", "SELECT * FROM orders WHERE price > 50"),
+    ("partial", "SELECT status, count(*) AS n, sum(amount) AS s FROM orders GROUP BY status"),
+    ("gather", "SELECT o.status, count(*) AS n FROM orders o JOIN customers c ON o.customer = c.id "
+               "WHERE c.region = 'north' GROUP BY o.status"),
+]
+
+
+@pytest.mark.slow
+def test_a_client_that_fetches_every_endpoint_from_one_node_gets_the_right_rows(loaded):
+    c = loaded.cluster
+    nodes = c.live()
+    for shape, sql in REDEEM_QUERIES:
+        want = loaded.oracle.query(sql)
+        for node in nodes:
+            got, endpoints = redeem_here(node, node, tagged(sql, new_tag(f"own-{shape}")))
+            compare(got, want, ordered=False)
+            assert endpoints == (3 if shape == "scatter" else 1), (shape, endpoints)
+        # Planned on one node, fetched from another (a load balancer between them).
+        got, _ = redeem_here(nodes[0], nodes[1], sql)
+        compare(got, want, ordered=False)
+    # The scatter's foreign endpoints were passed on to the nodes they were planned for: each
+    # node ran its own part (its buffered rows are nowhere else).
+    tag = new_tag("passed-on")
+    got, _ = redeem_here(nodes[0], nodes[0], tagged(REDEEM_QUERIES[0][1], tag))
+    for node in c.others(nodes[0]):
+        assert [r["shape"] for r in log_rows(node, tag)] == ["fragment"], node.node_id
+
+
+@pytest.mark.slow
+def test_a_peer_lost_after_planning_and_after_flushing_loses_no_rows(cluster3):
+    c = cluster3
+    n1, n2, n3 = c["n1"], c["n2"], c["n3"]
+    rows = generate()["orders"].slice(0, 9_000)
+    for k, node in enumerate((n1, n2, n3)):
+        ingest(node, "late", rows.slice(k * 3_000, 3_000))
+    n1.flush("late")  # n2 and n3 hold theirs in their buffers
+    oracle = Oracle({"late": rows})
+    sql = "SELECT * FROM late WHERE qty >= 0"
+    want = oracle.query(sql)
+
+    planner = n1.flight_client()
+    try:
+        info = planner.get_flight_info(statement_query(sql))
+        assert len(info.endpoints) == 3
+        # After planning, n2 flushes (its mark goes: its rows are in a file the plan does not
+        # list) and dies before its endpoint is fetched.
+        n2.flush("late")
+        c.kill(n2)
+        got = pa.concat_tables([planner.do_get(e.ticket).read_all() for e in info.endpoints])
+        compare(got, want, ordered=False)
+        # A client that follows the locations meets the dead node: an error, never fewer rows.
+        for e in info.endpoints:
+            if not e.locations:
+                continue
+            peer = flight.FlightClient(e.locations[0])
+            try:
+                part = peer.do_get(e.ticket).read_all()
+                assert part.num_rows > 0, "n3's part"
+            except flight.FlightError as err:
+                assert "unavailable" in str(err).lower() or "connect" in str(err).lower(), err
+            finally:
+                peer.close()
+    finally:
+        planner.close()
+    # Partial and gather queries planned now, while n2 is still in the ring, read its files.
+    for q in [U("SELECT status, count(*) AS n, sum(amount) AS s FROM late GROUP BY status"),
+              U("SELECT count(*) AS n FROM late a JOIN late b ON a.id = b.id")]:
+        with n1.connect() as conn:
+            oracle.check(query(conn, q.sql), q)
+    assert_exactly_once(n3, "late", rows.num_rows)
+
+
+@pytest.mark.slow
+def test_a_paused_process_whose_node_id_was_taken_cannot_commit(make_cluster):
+    c = make_cluster(2)
+    n1, n2 = c["n1"], c["n2"]
+    rows = generate()["orders"].slice(0, 6_000)
+    ingest(n1, "fenced", rows.slice(0, 2_000))  # acknowledged, only in n1's WAL and buffer
+    ingest(n2, "fenced", rows.slice(2_000, 1_000))
+    n2.flush("fenced")
+    n1.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Its volume is attached to a new process with the same id (n1's claim lapses first).
+        copy = c.base_dir / "n1-copy"
+        shutil.copytree(n1.data_dir, copy)
+        port, http_port = free_ports(2)
+        taken = ClusterNode("n1", copy, port, http_port)
+        taken.extra = c.flags(taken)
+        c.nodes["n1-copy"] = taken
+        taken.start()
+        c.wait_members(n2, 2)
+        taken.flush("fenced")  # the replayed rows, committed by the new holder
+        ingest(taken, "fenced", rows.slice(3_000, 1_000))
+        taken.flush("fenced")
+    finally:
+        n1.proc.send_signal(signal.SIGCONT)
+    # The old process resumes holding 2000 rows the new one already committed: it can neither
+    # acknowledge a write nor commit, and says why.
+    with pytest.raises(adbc_driver_manager.Error, match="another process took node id"):
+        ingest(n1, "fenced", rows.slice(4_000, 1_000))
+    with pytest.raises(flight.FlightError, match="another process took node id"):
+        n1.flush("fenced")
+    code, text = n1.http_status("/ready")
+    assert code == 503 and "another process took node id" in text, (code, text)
+    ingest(n2, "fenced", rows.slice(5_000, 1_000))
+    for node in (n2, taken):
+        assert_exactly_once(node, "fenced", 5_000)
+
+
+@pytest.mark.slow
+def test_redis_restored_from_an_older_dump_then_committed_to_is_seen_and_loses_nothing(
+        aws_env, seaweed, bucket, tmp_path):
+    redis = Redis(tmp_path / "redis").start()
+    c = Cluster(seaweed, bucket, redis, tmp_path / "nodes")
+    try:
+        c.start(2)
+        n1, n2 = c["n1"], c["n2"]
+        rows = generate()["orders"].slice(0, 8_000)
+        for k, node in enumerate((n1, n2)):
+            ingest(node, "kept", rows.slice(k * 2_000, 2_000))
+            node.flush("kept")
+        redis.client().save()
+        old_dump = tmp_path / "old.rdb"
+        shutil.copy(redis.dir / "dump.rdb", old_dump)
+        for k, node in enumerate((n1, n2)):  # flushed after the dump: their WAL is truncated
+            ingest(node, "kept", rows.slice(4_000 + k * 2_000, 2_000))
+            node.flush("kept")
+        head = f"skein:{c.cluster_name}:catalog"
+        seen = int(redis.client().hget(head, "version"))
+
+        def files_seen(node):
+            with node.connect() as conn:
+                return query(conn, "SELECT files FROM skein_tables WHERE table_name = 'kept'").column(0)[0].as_py()
+
+        for node in (n1, n2):
+            wait_for(lambda: files_seen(node) == 4, f"{node.node_id} to take in every flush")
+
+        for node in (n1, n2):
+            node.proc.send_signal(signal.SIGSTOP)
+        try:
+            redis.stop()
+            shutil.copy(old_dump, redis.dir / "dump.rdb")
+            redis.start()
+            restored = int(redis.client().hget(head, "version"))
+            assert restored < seen
+            # A node that knows nothing newer commits until the counter is back where n1 and
+            # n2 saw it.
+            fresh = c.add_node("n3")
+            with fresh.connect() as conn, conn.cursor() as cur:
+                i = 0
+                while int(redis.client().hget(head, "version")) < seen:
+                    cur.execute(f"CREATE TABLE pad{i} (x INTEGER)")
+                    i += 1
+                conn.commit()
+            assert int(redis.client().hget(head, "version")) == seen
+        finally:
+            for node in (n1, n2):
+                node.proc.send_signal(signal.SIGCONT)
+        late = generate()["orders"].slice(8_000, 500)
+        ingest(n1, "kept", late)  # acknowledged into n1's WAL; it cannot be flushed yet
+        for node in (n1, n2):
+            wait_for(lambda: "catalog lost its data" in node.http_status("/ready")[1],
+                     f"{node.node_id} to see the catalog was rolled back")
+        with pytest.raises(flight.FlightError, match="catalog was lost"):
+            n1.flush("kept")
+        client = n1.flight_client()
+        list(client.do_action(flight.Action("skein.restore", b'{"snapshot": "latest"}')))
+        client.close()
+        for node in c.live():
+            wait_for(lambda: node.http_status("/ready")[0] == 200, f"{node.node_id} ready again")
+            assert_exactly_once(node, "kept", rows.num_rows + late.num_rows)
+        n1.flush("kept")
+        assert_exactly_once(n3, "kept", rows.num_rows + late.num_rows)
+    finally:
+        c.close()
+        redis.stop()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use skein_proto::{FRAGMENT_TYPE_URL, Fragment, TableSlice};
 use skein_ring::{Member, Ring};
@@ -518,40 +518,147 @@ async fn run_on_peer(
     };
     node.drop_peer_client(&member.address);
     tracing::warn!(peer = %member.node_id, error = %failure, query_id = %fragment.query_id, "fragment failed; reading its files on this node");
-    // Its buffered rows can be read nowhere else: does it have any the query needs?
-    if let Some(m) = node.membership() {
-        let marked: BTreeSet<u64> =
-            m.unflushed_of(&member.node_id)
-                .await
-                .map_err(|e| Error::PeerUnavailable {
-                    node: member.node_id.clone(),
-                    reason: format!(
-                        "its part of the query failed ({failure}) and whether it holds unflushed \
-                     rows cannot be checked ({e})"
-                    ),
-                })?;
-        if let Some(t) = tables.iter().find(|t| marked.contains(&t.id)) {
-            return Err(Error::PeerUnavailable {
-                node: member.node_id.clone(),
-                reason: format!(
-                    "its part of the query failed ({failure}) and it holds rows of table {:?} \
-                     that are not flushed yet; try again once it is back",
-                    t.name
-                ),
-            });
-        }
-    }
-    let mut retry = fragment.clone();
-    for slice in &mut retry.tables {
-        slice.own_rows = false;
-    }
-    retry.node_id = node.config.node_id.clone();
-    let (schema, batches) = node.fragment_batches(&retry).await?;
+    let (schema, batches) = read_here_instead(node, fragment, tables, &failure).await?;
     let share = PeerShare {
         retried: true,
         ..PeerShare::default()
     };
     Ok(((Some(schema), batches), share))
+}
+
+/// The rows of `fragment`, planned for a node that failed or is gone, read on this node: the
+/// files the coordinator listed for it plus the files that node committed after the plan (its
+/// rows past the planned flushed position that are in Parquet now). Rows it holds only in its
+/// buffers can be read nowhere else: if its marks say it holds unflushed rows of one of
+/// `tables`, the answer is UNAVAILABLE naming it, never an answer without them.
+async fn read_here_instead(
+    node: &Arc<Node>,
+    fragment: &Fragment,
+    tables: &[TableMeta],
+    failure: &Error,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let peer = fragment.node_id.clone();
+    let unavailable = |reason: String| Error::PeerUnavailable {
+        node: peer.clone(),
+        reason,
+    };
+    if let Some(m) = node.membership() {
+        // Read fresh: a mark is cleared only after the commit of the rows it stood for, so
+        // once it is seen cleared, the catalog read after it holds those rows.
+        let marked: BTreeSet<u64> = m.unflushed_of(&peer).await.map_err(|e| {
+            unavailable(format!(
+                "its part of the query failed ({failure}) and whether it holds unflushed rows \
+                 cannot be checked ({e})"
+            ))
+        })?;
+        if let Some(t) = tables.iter().find(|t| marked.contains(&t.id)) {
+            return Err(unavailable(format!(
+                "its part of the query failed ({failure}) and it holds rows of table {:?} that \
+                 are not flushed yet; try again once it is back",
+                t.name
+            )));
+        }
+    }
+    if node.catalog.is_shared() {
+        node.refresh_catalog().await.map_err(|e| {
+            unavailable(format!(
+                "its part of the query failed ({failure}) and the files it committed since the \
+                 query was planned cannot be read from the catalog ({e})"
+            ))
+        })?;
+    }
+    let snapshot = node.catalog.snapshot();
+    let mut retry = fragment.clone();
+    for slice in &mut retry.tables {
+        if slice.own_rows
+            && let Some(meta) = snapshot.table_by_id(slice.table_id)
+        {
+            for f in &meta.files {
+                let since = f.node.as_deref() == Some(peer.as_str())
+                    && slice
+                        .flushed
+                        .is_none_or(|s| f.max_seq.is_some_and(|m| m > s));
+                if since && !slice.files.contains(&f.key) {
+                    slice.files.push(f.key.clone());
+                }
+            }
+        }
+        slice.own_rows = false;
+    }
+    retry.node_id = node.config.node_id.clone();
+    node.fragment_batches(&retry).await
+}
+
+/// A fragment planned for another node, redeemed on this one (clients exist that fetch every
+/// endpoint from the node they are connected to, whatever its location says). Its rows are the
+/// planned node's, so they are fetched from there and passed on; if that node cannot be reached,
+/// they are read here as after any failed fragment (or the answer is UNAVAILABLE naming it).
+pub async fn redeem_for_peer(
+    node: &Arc<Node>,
+    fragment: &Fragment,
+) -> Result<(
+    SchemaRef,
+    futures::stream::BoxStream<'static, Result<RecordBatch>>,
+)> {
+    let ring = node.ring();
+    let tables: Vec<TableMeta> = fragment
+        .tables
+        .iter()
+        .filter_map(|s| node.table_by_id(s.table_id).map(|rt| rt.meta()))
+        .collect();
+    let failure = match ring.member(&fragment.node_id) {
+        None => Error::PeerUnavailable {
+            node: fragment.node_id.clone(),
+            reason: "it is not in the cluster (no heartbeat within its TTL)".into(),
+        },
+        Some(member) => {
+            let member = member.clone();
+            match forward(node, &member, fragment).await {
+                Ok(forwarded) => return Ok(forwarded),
+                Err(e @ Error::Remote { .. }) => return Err(e),
+                Err(e) => {
+                    node.drop_peer_client(&member.address);
+                    e
+                }
+            }
+        }
+    };
+    tracing::warn!(peer = %fragment.node_id, error = %failure, query_id = %fragment.query_id, "a fragment redeemed here for an unreachable node; reading its files on this node");
+    let (schema, batches) = read_here_instead(node, fragment, &tables, &failure).await?;
+    Ok((
+        schema,
+        futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+    ))
+}
+
+/// Starts `fragment` on `member` within the peer deadline and streams its rows.
+async fn forward(
+    node: &Arc<Node>,
+    member: &Member,
+    fragment: &Fragment,
+) -> Result<(
+    SchemaRef,
+    futures::stream::BoxStream<'static, Result<RecordBatch>>,
+)> {
+    let peer = member.node_id.clone();
+    let work = async {
+        let client = node.peer_client(&member.address).await?;
+        client
+            .fetch_ticket_with_schema(fragment_ticket(fragment))
+            .await
+            .map_err(|e| peer_error(&member.node_id, e))
+    };
+    let (schema, stream) = tokio::time::timeout(node.config.peer_timeout, work)
+        .await
+        .map_err(|_| Error::PeerUnavailable {
+            node: peer.clone(),
+            reason: format!(
+                "no answer within --peer-timeout ({:?})",
+                node.config.peer_timeout
+            ),
+        })??;
+    let stream = stream.map_err(move |e| peer_error(&peer, e)).boxed();
+    Ok((schema, stream))
 }
 
 /// Fetches a fragment's rows from a peer within the peer deadline.

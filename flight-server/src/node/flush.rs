@@ -115,7 +115,12 @@ impl Node {
                 }
                 Ok(Some(t.clone()))
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::Storage(skein_storage::Error::Fenced { .. })) {
+                    self.claim_lost();
+                }
+            })?;
         let Some(meta) = committed else {
             // Dropped while flushing: nothing refers to the new objects.
             for f in &files {

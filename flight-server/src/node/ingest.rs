@@ -155,6 +155,7 @@ impl Node {
         let payload = wal_record::encode(rt.id, &fitted, self.config.wal.wal_compression)?;
         // The cluster learns that this node holds unflushed rows of the table before they
         // exist, so a query never answers without them unnoticed.
+        self.confirm_claim().await?;
         let mark = self.mark_unflushed(rt).await?;
         // Once its record may reach the WAL, an append runs to its end even if the client goes
         // away: its gate and in-flight floor must not be released half way.
@@ -171,6 +172,9 @@ impl Node {
         })
         .await
         .map_err(|e| Error::Internal(format!("an append task failed: {e}")))??;
+        // Paused between the check above and here, past the claim's TTL? Then another process
+        // may hold this id now, and these rows could never be committed from here.
+        self.confirm_claim().await?;
         tracing::trace!(table = %rt.name, rows, seq, "appended");
         self.metrics.ingest_rows.inc_by(rows);
         self.metrics

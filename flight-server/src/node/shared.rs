@@ -27,26 +27,39 @@ pub(super) struct Storage {
 /// How long a node's claim on its id lasts without renewal.
 const CLAIM_TTL: Duration = Duration::from_secs(10);
 
-/// This process's claim on its node id in a shared catalog.
+/// This process's claim on its node id in a shared catalog. Taking it fences the catalog's
+/// commits with its token (see `skein_storage::redis_catalog`); it is renewed every second.
 #[derive(Debug)]
 pub(super) struct NodeClaim {
     redis: Arc<RedisCatalog>,
     node_id: String,
     token: String,
+    /// When the last renewal that succeeded was sent.
+    renewed: parking_lot::Mutex<std::time::Instant>,
+}
+
+/// What renewing a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Renewal {
+    Held,
+    /// Another process took the node id since this one took it.
+    Lost,
 }
 
 impl NodeClaim {
     /// Takes the claim, waiting out one TTL for the claim of a process that stopped.
     async fn take(redis: Arc<RedisCatalog>, node_id: &str, cluster: &str) -> Result<Self> {
-        let claim = Self {
-            redis,
-            node_id: node_id.to_string(),
-            token: uuid::Uuid::new_v4().to_string(),
-        };
+        let token = uuid::Uuid::new_v4().to_string();
         let deadline = tokio::time::Instant::now() + CLAIM_TTL + Duration::from_secs(1);
         loop {
-            if claim.renew().await? {
-                return Ok(claim);
+            let sent = std::time::Instant::now();
+            if redis.take_node(node_id, &token, CLAIM_TTL).await? {
+                return Ok(Self {
+                    redis,
+                    node_id: node_id.to_string(),
+                    token,
+                    renewed: parking_lot::Mutex::new(sent),
+                });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::InvalidArgument(format!(
@@ -67,12 +80,25 @@ impl NodeClaim {
         Ok(self.redis.release_node(&self.node_id, &self.token).await?)
     }
 
-    /// Renews the claim; false if another process took it.
-    pub(super) async fn renew(&self) -> Result<bool> {
-        Ok(self
+    /// Renews the claim.
+    pub(super) async fn renew(&self) -> Result<Renewal> {
+        let sent = std::time::Instant::now();
+        if self
             .redis
-            .claim_node(&self.node_id, &self.token, CLAIM_TTL)
-            .await?)
+            .renew_node(&self.node_id, &self.token, CLAIM_TTL)
+            .await?
+        {
+            *self.renewed.lock() = sent;
+            Ok(Renewal::Held)
+        } else {
+            Ok(Renewal::Lost)
+        }
+    }
+
+    /// Whether the claim is known to be held now: renewed less than half a TTL ago (a process
+    /// that was paused, or cut off from Redis, must ask again).
+    pub(super) fn fresh(&self) -> bool {
+        self.renewed.lock().elapsed() < CLAIM_TTL / 2
     }
 }
 
@@ -196,6 +222,8 @@ impl Node {
             }
             return Err(e.into());
         }
+        // The store holds this node's history again (another node restored a snapshot).
+        *self.lost_snapshot_saved.lock() = None;
         self.apply_catalog().await
     }
 
@@ -309,6 +337,57 @@ impl Node {
         }
     }
 
+    /// Another process took this node's id: this one stops writing for good (its commits are
+    /// fenced off already) and says so on `/ready`.
+    pub(crate) fn claim_lost(&self) {
+        self.identity_lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_writes(format!(
+            "another process took node id {:?} while this one's claim had lapsed (paused, or cut \
+             off from Redis, for longer than {}s); this process may no longer change the catalog: \
+             stop it, and give every node its own --node-id",
+            self.config.node_id,
+            CLAIM_TTL.as_secs()
+        ));
+    }
+
+    /// Refuses every statement once another process took this node's id: its view of its own
+    /// rows (buffers, flushed positions, ring position) is no longer the cluster's, so its
+    /// answers could be wrong.
+    pub(crate) fn check_identity(&self) -> Result<()> {
+        if self.identity_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::WritesStopped(
+                self.writes_stopped().unwrap_or_default(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Before an append is acknowledged: confirms that this process still holds its node id,
+    /// asking Redis if the last renewal is not fresh (the process was paused or cut off). A
+    /// write acknowledged by a process whose id another one took could never be committed.
+    pub(crate) async fn confirm_claim(&self) -> Result<()> {
+        let Some(claim) = self.claim.as_ref().filter(|c| !c.fresh()) else {
+            return Ok(());
+        };
+        match claim.renew().await {
+            Ok(Renewal::Held) => Ok(()),
+            Ok(Renewal::Lost) => {
+                self.claim_lost();
+                Err(Error::WritesStopped(
+                    self.writes_stopped().unwrap_or_default(),
+                ))
+            }
+            Err(e) => Err(Error::PeerUnavailable {
+                node: self.config.node_id.clone(),
+                reason: format!(
+                    "cannot confirm with Redis that this process still holds its node id ({e}); \
+                     try again"
+                ),
+            }),
+        }
+    }
+
     /// Watches the shared catalog (every second) and takes periodic snapshots, until shutdown.
     pub async fn run_catalog_watch(self: Arc<Self>) {
         let interval = self.config.storage.snapshot_interval;
@@ -326,13 +405,8 @@ impl Node {
             }
             if let Some(claim) = &self.claim {
                 match claim.renew().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.stop_writes(format!(
-                            "another node took over node id {:?}: give every node its own --node-id",
-                            self.config.node_id
-                        ));
-                    }
+                    Ok(Renewal::Held) => {}
+                    Ok(Renewal::Lost) => self.claim_lost(),
                     Err(e) => warn!(error = %e, "renewing this node's claim on its id failed"),
                 }
             }

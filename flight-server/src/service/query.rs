@@ -64,6 +64,7 @@ const INLINE_CHECK_BYTES: usize = 16 * 1024;
 /// [`checked_plan`] for the caller of the request being served: every statement, ticket and
 /// handle passes here before DuckDB runs any of it.
 pub(crate) async fn checked(node: &Arc<Node>, sql: &str) -> Result<Plan> {
+    node.check_identity()?;
     let caller = crate::auth::current();
     if sql.len() <= INLINE_CHECK_BYTES {
         let engine = &node.engine;
@@ -136,6 +137,7 @@ pub(crate) async fn statement_info(
     };
     let parameters = params::to_ipc(&parameters)?;
     if !unparsed
+        && node.config.scatter_endpoints
         && let Shape::Scatter { table } =
             crate::cluster::exec::shape_of(node, sql, !parameters.is_empty())?
     {
@@ -205,6 +207,12 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
         return Err(Error::Forbidden(
             "a fragment ticket may hold only a query; nothing ran".into(),
         ));
+    }
+    if fragment.node_id != node.config.node_id {
+        tracing::debug!(query_id = %fragment.query_id, node = %fragment.node_id, "a fragment for another node; passing it on");
+        let (schema, batches) = crate::cluster::exec::redeem_for_peer(node, &fragment).await?;
+        let batches = batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+        return Ok(encode(schema, batches.boxed()));
     }
     tracing::debug!(query_id = %fragment.query_id, coordinator = %fragment.coordinator, "running a fragment");
     let values = crate::node::fragment_values(&fragment)?;
@@ -291,7 +299,13 @@ pub(crate) async fn run(
         ));
     }
     let sql = plan.query_text(&sql).to_string();
-    let prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()).await?;
+    // A cancel while the peers' fragments run stops the wait, and dropping their streams stops
+    // the fragments on the peers.
+    let stop = node.queries.stop_token(&query_id);
+    let prepared = tokio::select! {
+        prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()) => prepared?,
+        () = stop.cancelled() => return Err(Error::Cancelled(query_id)),
+    };
     let query = match prepared {
         Some(p) => Execution {
             query_id,
@@ -348,6 +362,13 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
     let failed_at_end = Arc::clone(&failed);
     let stall = node.config.stall_timeout;
     let runtime = tokio::runtime::Handle::current();
+    // The connection the query runs on, while it runs: a reader that goes away before the end
+    // interrupts it there and then (a fragment busy with an aggregate sends nothing for long).
+    let running: Arc<parking_lot::Mutex<Option<Arc<duckdb::InterruptHandle>>>> = Arc::default();
+    let mut abandoned = StopWhenAbandoned {
+        running: Arc::clone(&running),
+        finished: false,
+    };
     let worker = Arc::clone(node);
     node.metrics.queries.inc();
     let user = crate::auth::current().map(|id| id.user);
@@ -380,6 +401,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         let outcome = (|| -> Result<()> {
             let mut conn = worker.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
+            *running.lock() = Some(Arc::clone(&interrupt));
             let timeout = worker.config.query_timeout();
             worker
                 .queries
@@ -425,6 +447,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 }
                 Ok(())
             })();
+            running.lock().take();
             let stopped = worker.queries.finish(&query_id, &interrupt, timeout);
             // The temporary views go before the connection serves anyone else.
             if !reads.is_empty() && reads.remove(&conn).is_err() {
@@ -470,7 +493,32 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
     // A stopped query's stream ends with its error, not as if it were complete.
     let end = futures::stream::once(async move { failed_at_end.lock().take() })
         .filter_map(|s| async move { s.map(|s| Err(FlightError::Tonic(Box::new(s)))) });
-    Ok(encode(schema, ReceiverStream::new(rx).chain(end).boxed()))
+    let finished = futures::stream::poll_fn(move |_| {
+        // The whole guard moves in (not just its field), so that it drops with the stream.
+        let guard = &mut abandoned;
+        guard.finished = true;
+        std::task::Poll::Ready(None)
+    });
+    Ok(encode(
+        schema,
+        ReceiverStream::new(rx).chain(end).chain(finished).boxed(),
+    ))
+}
+
+/// Interrupts a query whose result stream is dropped before its end.
+struct StopWhenAbandoned {
+    running: Arc<parking_lot::Mutex<Option<Arc<duckdb::InterruptHandle>>>>,
+    finished: bool,
+}
+
+impl Drop for StopWhenAbandoned {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Some(interrupt) = self.running.lock().as_ref()
+        {
+            interrupt.interrupt();
+        }
+    }
 }
 
 /// Encodes batches as Flight data; the schema goes first even when there are no rows.

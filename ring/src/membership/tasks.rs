@@ -82,6 +82,11 @@ async fn beat(shared: &Shared) -> Result<Refresh> {
         .store
         .refresh(&shared.me.node_id, &shared.me_json, shared.ttl)
         .await?;
+    if refresh == Refresh::TakenOver {
+        // The marks under this node id are the other process's now: writing ours over them
+        // could hide rows it holds unflushed.
+        return Ok(refresh);
+    }
     let mut written = shared.written.lock().await;
     shared.write_marks(&mut written, None).await?;
     Ok(refresh)
