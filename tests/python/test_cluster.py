@@ -1458,7 +1458,7 @@ def test_a_paused_process_whose_node_id_was_taken_cannot_commit(make_cluster):
     # acknowledge a write nor commit, and says why.
     with pytest.raises(adbc_driver_manager.Error, match="another process took node id"):
         ingest(n1, "fenced", rows.slice(4_000, 1_000))
-    with pytest.raises(flight.FlightError, match="another process took node id"):
+    with pytest.raises(flight.FlightError, match="another process took"):
         n1.flush("fenced")
     code, text = n1.http_status("/ready")
     assert code == 503 and "another process took node id" in text, (code, text)
@@ -1530,7 +1530,7 @@ def test_redis_restored_from_an_older_dump_then_committed_to_is_seen_and_loses_n
             wait_for(lambda: node.http_status("/ready")[0] == 200, f"{node.node_id} ready again")
             assert_exactly_once(node, "kept", rows.num_rows + late.num_rows)
         n1.flush("kept")
-        assert_exactly_once(n3, "kept", rows.num_rows + late.num_rows)
+        assert_exactly_once(fresh, "kept", rows.num_rows + late.num_rows)
     finally:
         c.close()
         redis.stop()
