@@ -38,12 +38,17 @@ use crate::error::{Error, Result};
 /// new epoch, new commit id, fence token ('' when unfenced), history length, number of tables
 /// to set, then key/JSON pairs, then keys to delete.
 /// Returns {1, version} when committed, {0, stored version} on a conflict, {2, stored version}
-/// when another process holds the writer's node id now.
+/// when another process holds the writer's node id now. A missing holder key is no fence: the
+/// store lost its data (the head check then fails, and the writer finds the catalog lost), and
+/// any process that took the id since has written its own holder.
 const COMMIT: &str = r"
 local head = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'commit')
 local version = tonumber(head[1] or '0')
-if ARGV[8] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[8] then
-  return {2, version}
+if ARGV[8] ~= '' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[8] then
+    return {2, version}
+  end
 end
 local epoch = head[2] or '0'
 local commit = head[3] or ''

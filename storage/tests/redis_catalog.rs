@@ -375,3 +375,49 @@ async fn a_process_whose_node_id_another_took_cannot_commit() {
     }
     assert!(first.renew_node("n9", "first", ttl).await.expect("renew"));
 }
+
+#[tokio::test]
+async fn a_fenced_writer_whose_store_lost_its_data_finds_the_catalog_lost_not_taken() {
+    let server = RedisServer::start();
+    let redis = Arc::new(
+        RedisCatalog::connect(&server.url(), "c", Duration::from_secs(5))
+            .await
+            .expect("connect"),
+    );
+    assert!(
+        redis
+            .take_node("n1", "first", Duration::from_secs(30))
+            .await
+            .expect("take")
+    );
+    let a = Catalog::open(Arc::clone(&redis) as Arc<dyn CatalogBackend>)
+        .await
+        .expect("open");
+    create(&a, "t1").await;
+    // Redis restarts without persistence: the holder key is gone with everything else, before
+    // the process renewed its claim.
+    let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
+        .expect("pool");
+    let mut conn = pool.get().await.expect("connection");
+    let _: () = deadpool_redis::redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flushall");
+    let err = a
+        .update(|s: &mut CatalogState| -> skein_storage::Result<()> {
+            s.tables.remove("t1");
+            Ok(())
+        })
+        .await
+        .expect_err("a commit on top of a lost catalog");
+    assert!(matches!(err, Error::CatalogLost { .. }), "{err}");
+    // The renewal takes the id again, and a restore goes through.
+    assert!(
+        redis
+            .renew_node("n1", "first", Duration::from_secs(30))
+            .await
+            .expect("renew")
+    );
+    let before = a.snapshot();
+    a.restore(&before).await.expect("restore");
+}

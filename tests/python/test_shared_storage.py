@@ -91,10 +91,11 @@ def test_a_second_node_answers_from_the_shared_bucket_and_catalog(
             want = oracle({"events": data}, sql)
             assert_same_rows(query(ca, sql), want)
             assert_same_rows(query(cb, sql), want)
-    # a and b form a cluster: the ring shares the files out between them, each downloads a file
-    # at most once, and every file was downloaded by one of them.
+    # a and b form a cluster: each downloads a file at most once, and every file was downloaded
+    # by one of them. (Which node owns which file follows the ring's hash of three random keys,
+    # so all three may fall to one node; the cluster tests check that work is shared out.)
     misses = {n: metric(n, "cache_misses_total") for n in (a, b)}
-    assert all(1 <= m <= 3 for m in misses.values()) and sum(misses.values()) >= 3, misses
+    assert all(m <= 3 for m in misses.values()) and sum(misses.values()) >= 3, misses
 
     # Rows b ingests and flushes are seen by a (its catalog follows Redis).
     ingest(b, batch(3000, 500))
