@@ -27,7 +27,7 @@ fail() {
 
 bin="${SKEIN_SERVER_BIN:-$CARGO_TARGET_DIR/release/skein-server}"
 if [ ! -x "$bin" ]; then
-  cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p skein-server --bin skein-server
+  cargo build --release --quiet --manifest-path "$here/Cargo.toml" --workspace --all-targets
 fi
 
 read -r p_redis p_s3 p_master p_filer p_volume p_admin < <(PYTHONPATH="$here/tests/python" python3 -c \

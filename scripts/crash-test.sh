@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 scripts/setup.sh
-cargo build --release -p skein-server
+cargo build --release --workspace --all-targets
 SKEIN_CRASH_CYCLES="${1:-1000}" \
 SKEIN_SERVER_BIN="$CARGO_TARGET_DIR/release/skein-server" \
   "$SKEIN_VENV/bin/python" -m pytest -q -s tests/python/test_crash.py

@@ -5,5 +5,5 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 . "$here/scripts/env.sh"
-cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p skein-server --bin skein-server
+cargo build --release --quiet --manifest-path "$here/Cargo.toml" --workspace --all-targets
 exec "$CARGO_TARGET_DIR/release/skein-server" "$@"

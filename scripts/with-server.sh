@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 scripts/setup.sh
-cargo build --release -p skein-server --bins
+cargo build --release --workspace --all-targets
 SKEIN_SERVER_BIN="$CARGO_TARGET_DIR/release/skein-server" exec "$SKEIN_VENV/bin/python" "$@"

@@ -736,19 +736,29 @@ where
             .get::<tonic::transport::server::TcpConnectInfo>()
             .and_then(|c| c.remote_addr());
         let peer = peer_addr.map(|a| a.ip());
-        let caller = match &self.auth {
-            None => Ok(None),
-            Some(auth) => auth
-                .check(
-                    request
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok()),
-                    peer,
-                )
-                .map(Some),
-        };
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let auth = self.auth.clone();
         let answer = async move {
+            let caller = match auth {
+                None => Ok(None),
+                // A password may need an argon2 verification (tens of milliseconds of CPU):
+                // not on the runtime's workers.
+                Some(auth) if header.as_deref().is_some_and(|h| h.starts_with("Basic ")) => {
+                    tokio::task::spawn_blocking(move || auth.check(header.as_deref(), peer))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(tonic::Status::internal(format!(
+                                "checking credentials failed: {e}"
+                            )))
+                        })
+                        .map(Some)
+                }
+                Some(auth) => auth.check(header.as_deref(), peer).map(Some),
+            };
             let mut response = match caller {
                 Ok(found) => {
                     let (id, credential) = found.unzip();

@@ -343,23 +343,27 @@ impl TreeCheck<'_> {
     }
 
     fn expression_function(&self, name: &str) -> Result<()> {
-        let lower = name.to_lowercase();
-        if EXPRESSION_ALLOWED.contains(&lower) {
-            return Ok(());
-        }
-        if EXPRESSION_CATALOG.contains(&lower) {
-            return self.catalog_read(&format!("function {name}"));
-        }
-        Err(refused_function(name))
+        self.function(name, &EXPRESSION_ALLOWED, &EXPRESSION_CATALOG, "function")
     }
 
     fn table_function(&self, name: &str) -> Result<()> {
+        self.function(name, &TABLE_ALLOWED, &TABLE_CATALOG, "table function")
+    }
+
+    /// A function on `allowed` runs; one on `catalog` reads the catalog; any other is refused.
+    fn function(
+        &self,
+        name: &str,
+        allowed: &HashSet<String>,
+        catalog: &HashSet<String>,
+        kind: &str,
+    ) -> Result<()> {
         let lower = name.to_lowercase();
-        if TABLE_ALLOWED.contains(&lower) {
+        if allowed.contains(&lower) {
             return Ok(());
         }
-        if TABLE_CATALOG.contains(&lower) {
-            return self.catalog_read(&format!("table function {name}"));
+        if catalog.contains(&lower) {
+            return self.catalog_read(&format!("{kind} {name}"));
         }
         Err(refused_function(name))
     }

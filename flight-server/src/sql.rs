@@ -419,37 +419,23 @@ fn plan_for(sql: &str, catalog: &str, caller: Option<&crate::auth::Identity>) ->
              UPDATE and ALTER TABLE … ADD COLUMN or SET (options)"
         )))
     };
-    match statements.remove(0) {
-        Statement::Explain {
-            describe_alias: sqlparser::ast::DescribeAlias::Explain,
-            statement,
-            analyze,
-            verbose,
-            query_plan,
-            estimate,
-            format,
-            options,
-        } => {
-            if !matches!(*statement, Statement::Query(_)) {
-                return Err(Error::Forbidden(
-                    "EXPLAIN is allowed only of queries: EXPLAIN ANALYZE runs its statement".into(),
-                ));
-            }
-            let query = statement.to_string();
-            let probe = format!("EXPLAIN {query}");
-            let sql = Statement::Explain {
-                describe_alias: sqlparser::ast::DescribeAlias::Explain,
-                statement,
-                analyze,
-                verbose,
-                query_plan,
-                estimate,
-                format,
-                options,
-            }
-            .to_string();
-            Ok(Plan::Explain { sql, query, probe })
+    if let Statement::Explain {
+        describe_alias: sqlparser::ast::DescribeAlias::Explain,
+        statement: inner,
+        ..
+    } = &statements[0]
+    {
+        if !matches!(**inner, Statement::Query(_)) {
+            return Err(Error::Forbidden(
+                "EXPLAIN is allowed only of queries: EXPLAIN ANALYZE runs its statement".into(),
+            ));
         }
+        let query = inner.to_string();
+        let probe = format!("EXPLAIN {query}");
+        let sql = statements[0].to_string();
+        return Ok(Plan::Explain { sql, query, probe });
+    }
+    match statements.remove(0) {
         Statement::Query(_)
         | Statement::Explain { .. }
         | Statement::ExplainTable { .. }
