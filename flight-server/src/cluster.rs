@@ -1,5 +1,4 @@
-//! Running queries across the cluster: the planner ([`plan`]) picks a shape, the executor
-//! sends fragments to peers and merges what comes back.
+//! Running queries across the cluster: the planner (`skein_sql::plan`) picks a shape, the
+//! executor sends fragments to peers and merges what comes back.
 
 pub mod exec;
-pub mod plan;

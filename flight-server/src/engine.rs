@@ -101,15 +101,7 @@ impl Drop for PooledConnection<'_> {
     }
 }
 
-/// Quotes an SQL identifier.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes an SQL string literal.
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+pub use skein_sql::quote::{ident, literal};
 
 impl Engine {
     /// Opens an in-memory database that may read and write only the node's own directories

@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod node;
 pub mod params;
 pub mod prepared;
-pub mod prune;
 pub mod queries;
 pub mod sandbox;
 pub mod server;

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 #[cfg(test)]
 mod agreement;
-pub mod functions;
+use skein_sql::functions;
 
 /// File name endings DuckDB reads by replacement scan.
 const FILE_SUFFIXES: &[&str] = &[
@@ -518,7 +518,7 @@ mod tests {
         }
         assert!(
             unclassified.is_empty(),
-            "classify these in sandbox/functions.rs (on exactly one list): {unclassified:?}"
+            "classify these in sql/src/functions.rs (on exactly one list): {unclassified:?}"
         );
     }
 

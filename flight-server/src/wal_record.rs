@@ -135,4 +135,40 @@ mod tests {
         wrong_kind[0] = b'X';
         assert!(decode(&wrong_kind).is_err());
     }
+
+    /// A record as the WAL of this format version holds it: a change to what `encode` writes
+    /// must be deliberate (a new `VERSION`, with `decode` still reading version 1), and a
+    /// record written before must still decode to the same rows.
+    #[test]
+    fn a_version_1_record_is_what_is_checked_in_and_decodes() {
+        let small = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, -2, 3])) as ArrayRef),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("zé")])) as ArrayRef,
+            ),
+        ])
+        .expect("batch");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots/wal_record_v1.hex");
+        let encoded = encode(9, &small, WalCompression::None).expect("encode");
+        let hex: String = encoded.iter().map(|b| format!("{b:02x}")).collect();
+        if std::env::var_os("SKEIN_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, format!("{hex}\n")).expect("write snapshot");
+        }
+        let stored = std::fs::read_to_string(&path).expect("read snapshot");
+        let stored = stored.trim();
+        assert!(
+            stored == hex,
+            "the WAL record format changed (rewrite {} with SKEIN_UPDATE_SNAPSHOTS=1 only \
+             together with a new VERSION)",
+            path.display()
+        );
+        let bytes: Vec<u8> = (0..stored.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&stored[i..i + 2], 16).expect("hex"))
+            .collect();
+        let record = decode(&bytes).expect("the checked-in record decodes");
+        assert_eq!((record.table_id, record.batch), (9, small));
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Value};
-use skein_storage::redis_catalog::redact;
+use skein_redis::redact;
 
 use crate::error::{Error, Result};
 use crate::ring::Member;
@@ -72,10 +72,8 @@ pub(crate) enum Refresh {
 /// Connects lazily: an unreachable server shows at the first command, e.g. in
 /// [`crate::Membership::join`].
 pub fn connect_pool(url: &str, timeout: Duration) -> Result<Pool> {
-    skein_storage::redis_catalog::redis_pool(url, timeout).map_err(|message| {
-        Error::InvalidArgument {
-            message: format!("Redis URL {}: {message}", redact(url)),
-        }
+    skein_redis::pool(url, timeout).map_err(|message| Error::InvalidArgument {
+        message: format!("Redis URL {}: {message}", redact(url)),
     })
 }
 

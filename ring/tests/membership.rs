@@ -1,15 +1,15 @@
-//! Membership against a real `redis-server` (from PATH), started on a free loopback port in a
-//! temporary directory and stopped at the end of each test. Without the binary, the tests that
-//! need it print why and pass.
+//! Membership against a real `redis-server` (from PATH, installed by `scripts/setup.sh`),
+//! started on a free loopback port in a temporary directory and stopped at the end of each
+//! test. Without the binary the tests fail and say so.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use deadpool_redis::redis;
+use skein_redis::testing::RedisServer;
 use skein_ring::{Error, Member, Membership, connect_pool};
 use tokio::time::Instant;
 
@@ -22,93 +22,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const SLACK: Duration = Duration::from_secs(2);
 const CLUSTER: &str = "t";
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-/// The process id of the Redis server on `port`, from `INFO server`.
-fn server_pid(port: u16) -> Option<u32> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while !text.contains("process_id:") || !text[text.find("process_id:")?..].contains('\n') {
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let rest = &text[text.find("process_id:")? + "process_id:".len()..];
-    rest.lines().next()?.trim().parse().ok()
-}
-
-impl RedisServer {
-    /// Starts a server, or says why not and returns `None` when `redis-server` is missing.
-    fn start() -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("skipped: redis-server is not on PATH (scripts/setup.sh installs it)");
-            return None;
-        }
-        // Tests run in parallel: a free port may be taken by another test's server before
-        // ours binds it, so the server answering must be ours (its process id), or we retry.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // it could not bind: try another port
-                }
-                if server_pid(port) == Some(child.id()) {
-                    return Some(Self {
-                        child,
-                        port,
-                        _dir: dir,
-                    });
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not start on any of five free ports");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn pool(&self) -> Pool {
-        connect_pool(&self.url(), TIMEOUT).expect("pool")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn pool(server: &RedisServer) -> Pool {
+    connect_pool(&server.url(), TIMEOUT).expect("pool")
 }
 
 fn free_port() -> u16 {
@@ -145,7 +60,7 @@ async fn join_with(
     ttl: Duration,
     marks: &Marks,
 ) -> Result<Arc<Membership>, Error> {
-    Membership::join(server.pool(), CLUSTER, me, ttl, TIMEOUT, provider(marks)).await
+    Membership::join(pool(server), CLUSTER, me, ttl, TIMEOUT, provider(marks)).await
 }
 
 async fn join(server: &RedisServer, node_id: &str) -> Arc<Membership> {
@@ -210,9 +125,7 @@ fn set(tables: &[u64]) -> BTreeSet<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_see_each_other_and_drop_one_that_leaves() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let a = join(&server, "a").await;
     assert_eq!(ids(&a), ["a"]);
     assert_eq!(a.ring().version(), 0);
@@ -237,7 +150,7 @@ async fn members_see_each_other_and_drop_one_that_leaves() {
     assert_eq!(a.ring().version(), version);
 
     c.leave().await.expect("leave");
-    let pool = server.pool();
+    let pool = pool(&server);
     let exists: i64 = raw(&pool, redis::cmd("EXISTS").arg("skein:t:member:c")).await;
     assert_eq!(
         exists, 0,
@@ -257,9 +170,7 @@ async fn members_see_each_other_and_drop_one_that_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_is_dropped_after_its_ttl_and_its_marks_stay() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let a = join(&server, "a").await;
     let b = join(&server, "b").await;
     let c = join_with(&server, member("c", 1_000), TTL, &marks(&[7]))
@@ -276,7 +187,7 @@ async fn a_killed_node_is_dropped_after_its_ttl_and_its_marks_stay() {
     .await;
 
     c.abort();
-    let pool = server.pool();
+    let pool = pool(&server);
     let exists: i64 = raw(&pool, redis::cmd("EXISTS").arg("skein:t:member:c")).await;
     assert_eq!(exists, 1, "a killed node does not deregister");
     for m in [&a, &b] {
@@ -292,9 +203,7 @@ async fn a_killed_node_is_dropped_after_its_ttl_and_its_marks_stay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mark_is_visible_at_once_and_the_heartbeat_clears_it() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let held = marks(&[]);
     let a = join_with(&server, member("a", 1_000), TTL, &held)
         .await
@@ -314,7 +223,7 @@ async fn a_mark_is_visible_at_once_and_the_heartbeat_clears_it() {
     .await;
 
     held.lock().expect("marks").remove(&42);
-    let pool = server.pool();
+    let pool = pool(&server);
     eventually("a's heartbeat deletes its field", POLL + SLACK, || async {
         let field: i64 = raw(
             &pool,
@@ -338,9 +247,7 @@ async fn a_mark_is_visible_at_once_and_the_heartbeat_clears_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_heartbeat_never_undoes_a_mark() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     // A heartbeat every 10 ms whose provider is slow to return its snapshot (the test's own
     // calls, outside any spawned task, are fast): a heartbeat that read the set before a mark
     // would, without the lock, write it after the mark.
@@ -356,7 +263,7 @@ async fn a_concurrent_heartbeat_never_undoes_a_mark() {
         })
     };
     let ttl = Duration::from_millis(30);
-    let a = Membership::join(server.pool(), CLUSTER, member("a", 1), ttl, TIMEOUT, slow)
+    let a = Membership::join(pool(&server), CLUSTER, member("a", 1), ttl, TIMEOUT, slow)
         .await
         .expect("join");
     for table in 0..40u64 {
@@ -371,9 +278,7 @@ async fn a_concurrent_heartbeat_never_undoes_a_mark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_process_with_a_live_node_id_is_refused() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let first = join_with(&server, member("dup", 1_000), TTL, &marks(&[]))
         .await
         .expect("join");
@@ -387,7 +292,7 @@ async fn a_second_process_with_a_live_node_id_is_refused() {
         text.contains("dup.test:1000"),
         "names the live process: {text}"
     );
-    let stored: String = raw(&server.pool(), redis::cmd("GET").arg("skein:t:member:dup")).await;
+    let stored: String = raw(&pool(&server), redis::cmd("GET").arg("skein:t:member:dup")).await;
     let stored: Member = serde_json::from_str(&stored).expect("member JSON");
     assert_eq!(
         &stored,
@@ -405,16 +310,14 @@ async fn a_second_process_with_a_live_node_id_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_registers_again_after_redis_loses_everything() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let a = join_with(&server, member("a", 1_000), TTL, &marks(&[5]))
         .await
         .expect("join");
     let b = join(&server, "b").await;
     wait_for_members(&a, &["a", "b"], POLL + SLACK).await;
 
-    let pool = server.pool();
+    let pool = pool(&server);
     let _: String = raw(&pool, &mut redis::cmd("FLUSHALL")).await;
     eventually("both keys and a's mark are back", TTL + SLACK, || async {
         let keys: i64 = raw(
@@ -436,9 +339,7 @@ async fn a_node_registers_again_after_redis_loses_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_the_last_ring_stays_and_new_marks_fail() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     // A long TTL: no heartbeat runs during the test; the watch polls every second.
     let ttl = Duration::from_secs(60);
     let held = marks(&[]);
@@ -457,7 +358,7 @@ async fn without_redis_the_last_ring_stays_and_new_marks_fail() {
         || async { a.unflushed().get("a") == Some(&set(&[1])) },
     )
     .await;
-    let addr = format!("127.0.0.1:{}", server.port);
+    let addr = format!("127.0.0.1:{}", server.port());
     drop(server);
 
     let started = Instant::now();

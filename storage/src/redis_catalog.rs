@@ -25,8 +25,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, Value};
-use deadpool_redis::{Pool, Runtime};
+use skein_redis::redact;
 
 use crate::catalog::{CatalogBackend, CatalogState, Head, TableMeta};
 use crate::error::{Error, Result};
@@ -159,40 +160,6 @@ impl std::fmt::Debug for RedisCatalog {
     }
 }
 
-/// A connection pool for Redis at `url` whose connections and answers follow `timeout` (the
-/// client's own deadlines, 500 ms answers by default, would not). Connects lazily: an
-/// unreachable server shows at the first command. The error says what is wrong with `url`.
-pub fn redis_pool(url: &str, timeout: Duration) -> std::result::Result<Pool, String> {
-    let connection = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let manager = deadpool_redis::Manager::new_with_config(url, connection)
-        .map_err(|e| format!("invalid Redis URL: {e}"))?;
-    Pool::builder(manager)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| format!("cannot create a connection pool: {e}"))
-}
-
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl RedisCatalog {
     /// Connects to `url` for the cluster `cluster`; fails within `timeout` if the server cannot
     /// be reached or refuses the connection.
@@ -207,7 +174,7 @@ impl RedisCatalog {
                 "cluster name {cluster:?} must be non-empty and without spaces"
             )));
         }
-        let pool = redis_pool(url, timeout).map_err(error)?;
+        let pool = skein_redis::pool(url, timeout).map_err(error)?;
         let catalog = Self {
             pool,
             url: shown.clone(),
@@ -481,19 +448,5 @@ impl CatalogBackend for RedisCatalog {
 
     fn is_shared(&self) -> bool {
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(
-            redact("redis://u:secret@127.0.0.1:6379/0"),
-            "redis://u:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://127.0.0.1/0"), "redis://127.0.0.1/0");
     }
 }

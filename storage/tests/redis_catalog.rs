@@ -2,65 +2,13 @@
 //! on a free loopback port in a temporary directory and stopped at the end of each test.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use skein_redis::testing::RedisServer;
 use skein_storage::{
     Catalog, CatalogBackend, CatalogState, ColumnMeta, Error, FileMeta, RedisCatalog, TableMeta,
 };
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: run scripts/setup.sh");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn catalog(server: &RedisServer, cluster: &str) -> Catalog {
     let backend = RedisCatalog::connect(&server.url(), cluster, Duration::from_secs(5))
@@ -229,8 +177,7 @@ async fn an_unreachable_server_is_an_error_within_the_deadline() {
 
 /// Runs one raw Redis command (for copying keys as an older dump would hold them).
 async fn raw(server: &RedisServer, args: &[&str]) {
-    let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
-        .expect("pool");
+    let pool = skein_redis::pool(&server.url(), Duration::from_secs(5)).expect("pool");
     let mut conn = pool.get().await.expect("connection");
     let mut cmd = deadpool_redis::redis::cmd(args[0]);
     for a in &args[1..] {
@@ -363,8 +310,7 @@ async fn a_process_whose_node_id_another_took_cannot_commit() {
     loop {
         let mut probe = deadpool_redis::redis::cmd("EXISTS");
         probe.arg("skein:c:node:n9");
-        let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
-            .expect("pool");
+        let pool = skein_redis::pool(&server.url(), Duration::from_secs(5)).expect("pool");
         let mut conn = pool.get().await.expect("connection");
         let exists: i64 = probe.query_async(&mut conn).await.expect("exists");
         if exists == 0 {
@@ -396,8 +342,7 @@ async fn a_fenced_writer_whose_store_lost_its_data_finds_the_catalog_lost_not_ta
     create(&a, "t1").await;
     // Redis restarts without persistence: the holder key is gone with everything else, before
     // the process renewed its claim.
-    let pool = skein_storage::redis_catalog::redis_pool(&server.url(), Duration::from_secs(5))
-        .expect("pool");
+    let pool = skein_redis::pool(&server.url(), Duration::from_secs(5)).expect("pool");
     let mut conn = pool.get().await.expect("connection");
     let _: () = deadpool_redis::redis::cmd("FLUSHALL")
         .query_async(&mut conn)

@@ -41,7 +41,7 @@ import pytest
 
 from cluster import Cluster, ClusterNode
 from components import Redis, free_ports
-from conftest import query, statement_query
+from conftest import cancel_flight_info, metric, query, statement_query
 
 POLL_S = 0.1
 GRPC_UNAVAILABLE = 14  # the gRPC code; ADBC's Flight SQL driver reports it as the vendor code
@@ -1363,6 +1363,48 @@ REDEEM_QUERIES = [
     ("gather", "SELECT o.status, count(*) AS n FROM orders o JOIN customers c ON o.customer = c.id "
                "WHERE c.region = 'north' GROUP BY o.status"),
 ]
+
+
+def test_a_cancelled_query_stops_its_fragments_on_every_peer(loaded):
+    c = loaded.cluster
+    n1 = c["n1"]
+    peers = c.others(n1)
+    tag = f"cancel-{uuid.uuid4().hex[:8]}"
+    # A partial aggregate whose fragments take seconds on every peer (each row's status is
+    # repeated into a string of about a megabyte) and send nothing until they are done.
+    sql = (f"SELECT status, sum(length(repeat(coalesce(status, 'x'), 200000))) AS n FROM orders "
+           f"WHERE status IS DISTINCT FROM '{tag}' GROUP BY status")
+    started = {p.node_id: metric(p, "queries_total") for p in peers}
+    client = n1.flight_client()
+    info = client.get_flight_info(statement_query(sql))
+    assert len(info.endpoints) == 1, info.endpoints  # merged on n1
+    outcome = {}
+
+    def read():
+        try:
+            outcome["rows"] = client.do_get(info.endpoints[0].ticket).read_all().num_rows
+        except flight.FlightError as e:
+            outcome["error"] = e
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        wait_for(lambda: all(metric(p, "queries_total") > started[p.node_id] for p in peers),
+                 "every peer to start its fragment")
+        assert cancel_flight_info(n1.flight_client(), info) == 1  # CANCELLED
+    finally:
+        reader.join(60)
+    assert not reader.is_alive()
+    assert "error" in outcome and "cancel" in str(outcome["error"]).lower(), outcome
+    # Each peer's fragment was stopped rather than run to its end: it is logged as failed.
+    for p in peers:
+        row = wait_for(lambda: log_rows(p, tag), f"{p.node_id} to log its fragment")
+        assert [r["status"] for r in row] != ["ok"] and len(row) == 1, (p.node_id, row)
+        assert "interrupt" in row[0]["status"].lower(), (p.node_id, row)
+    # The cluster still answers.
+    check = "SELECT status, count(*) AS n FROM orders GROUP BY status"
+    with n1.connect() as conn:
+        compare(query(conn, check), loaded.oracle.query(check), ordered=False)
 
 
 @pytest.mark.slow

@@ -73,6 +73,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The frame as logs on disk hold it, worked out by hand (CRC-32C, Castagnoli, over the
+    /// little-endian sequence number and the payload): a change to the layout fails here.
+    #[test]
+    fn a_frame_is_laid_out_as_documented() {
+        let mut buf = Vec::new();
+        encode(9, b"skein", &mut buf);
+        let expected: [u8; 21] = [
+            0x05, 0x00, 0x00, 0x00, // len
+            0x10, 0x98, 0xd3, 0xd2, // crc32c
+            0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // seq
+            b's', b'k', b'e', b'i', b'n',
+        ];
+        assert_eq!(buf, expected);
+        assert_eq!(
+            decode(&expected),
+            Decoded::Record {
+                seq: 9,
+                payload: b"skein",
+                len: 21
+            }
+        );
+    }
+
     proptest! {
         #[test]
         fn round_trip(seq in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -24,11 +24,11 @@ use skein_proto::{FRAGMENT_TYPE_URL, Fragment, TableSlice};
 use skein_ring::{Member, Ring};
 use skein_storage::TableMeta;
 
-use super::plan::{PARTIALS, Partial, PlanContext, Shape, plan};
 use crate::engine::{BUFFER_SCHEMA, ident, result_schema};
 use crate::error::{Error, Result};
 use crate::node::{Node, ReadSet, blocking};
 use crate::system::{Distribution, PeerShare};
+use skein_sql::plan::{PARTIALS, Partial, PlanContext, Shape, plan};
 
 /// A query made ready on the coordinator: what to run over which reads, and the schema to give
 /// the result (the statement's own).
@@ -174,12 +174,12 @@ fn fragments(
 pub(crate) fn kept_files(sql: &str, meta: &TableMeta) -> Vec<String> {
     let name = meta.name.to_lowercase();
     let metas: HashMap<String, &TableMeta> = [(name.clone(), meta)].into_iter().collect();
-    let analysis = crate::prune::analyse(sql, &metas);
+    let analysis = skein_sql::prune::analyse(sql, &metas);
     let filter = analysis
         .filters
         .get(&name)
         .cloned()
-        .unwrap_or_else(crate::prune::Filter::all);
+        .unwrap_or_else(skein_sql::prune::Filter::all);
     meta.files
         .iter()
         .filter(|f| filter.keep(f))
@@ -382,7 +382,7 @@ async fn gather(
     let filtered = {
         let tables = table_columns(node);
         let aggregates = node.aggregate_functions()?;
-        super::plan::gather_filter(
+        skein_sql::plan::gather_filter(
             sql,
             PlanContext {
                 tables: &tables,

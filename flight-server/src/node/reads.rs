@@ -11,8 +11,8 @@ use skein_storage::{CachedFile, FileMeta, TableMeta};
 
 use super::Node;
 use crate::error::{Error, Result};
-use crate::prune;
 use crate::table::{ReadView, TableRuntime, inner_view, temp_view_sql};
+use skein_sql::prune;
 
 /// How many objects one query downloads at once.
 const PARALLEL_DOWNLOADS: usize = 8;

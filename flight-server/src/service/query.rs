@@ -19,7 +19,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::FlightDataStream;
-use crate::cluster::plan::Shape;
 use crate::engine::{explain_schema, result_schema};
 use crate::error::{Error, Result};
 use crate::node::{Node, blocking};
@@ -27,6 +26,7 @@ use crate::params;
 use crate::sql::{Plan, checked_plan};
 use crate::system::Distribution;
 use crate::ticket::StatementTicket;
+use skein_sql::plan::Shape;
 
 /// Batches DuckDB hands over are small (one vector, 2048 rows); they are merged up to this
 /// many rows before they go on the wire.
