@@ -24,6 +24,7 @@ pub mod config;
 pub mod duckdb_parse;
 pub mod engine;
 pub mod error;
+mod faults;
 pub mod http;
 pub mod ipc_guard;
 pub mod layout;

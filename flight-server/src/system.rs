@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::engine::literal;
+use skein_sql::quote::literal;
 
 /// The system tables and their columns.
 const TABLES: &[(&str, &str)] = &[

@@ -337,3 +337,67 @@ impl ObjectStore for S3Store {
         format!("{} bucket {}", self.config.endpoint, self.config.bucket)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paused time: the schedule is checked exactly, and the test takes no real time.
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_with_doubling_waits_up_to_the_attempts() {
+        let mut config = S3Config::new("http://127.0.0.1:1", "bucket", "us-east-1", "k", "s");
+        config.attempts = 7;
+        config.backoff = Duration::from_secs(1);
+        let store = S3Store::new(config).expect("store");
+        let start = tokio::time::Instant::now();
+        let calls = parking_lot::Mutex::new(Vec::new());
+        let err = store
+            .retry("upload", "k1", || {
+                calls.lock().push(start.elapsed());
+                async {
+                    Err::<(), _>(S3Error::HttpFailWithBody(
+                        503,
+                        "<Message>busy</Message>".into(),
+                    ))
+                }
+            })
+            .await
+            .expect_err("every attempt failed");
+        let secs: Vec<u64> = calls.lock().iter().map(|d| d.as_secs()).collect();
+        // Waits of 1, 2, 4, then 5 (the cap), 5, 5 seconds between the seven attempts.
+        assert_eq!(secs, [0, 1, 3, 7, 12, 17, 22]);
+        let text = err.to_string();
+        assert!(
+            text.contains("busy") && text.contains("after 7 attempts"),
+            "{text}"
+        );
+
+        // A permanent failure is not retried; a missing object is NotFound at once.
+        calls.lock().clear();
+        let err = store
+            .retry("upload", "k2", || {
+                calls.lock().push(start.elapsed());
+                async { Err::<(), _>(S3Error::HttpFailWithBody(403, "denied".into())) }
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(calls.lock().len(), 1);
+        assert!(
+            matches!(
+                err,
+                Error::ObjectStore {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = store
+            .retry("download", "k3", || async {
+                Err::<(), _>(S3Error::HttpFailWithBody(404, String::new()))
+            })
+            .await
+            .expect_err("missing");
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    }
+}

@@ -16,23 +16,9 @@ use super::uploads::note_of;
 use super::{Node, blocking, now_ms};
 use crate::engine::ident;
 use crate::error::{Error, Result};
+use crate::faults::kill_point;
 use crate::layout::{WrittenFile, file_keys, write_parquet_files};
 use crate::table::{TableRuntime, temp_view_sql};
-
-/// Test hook: the process aborts (as if killed) when it reaches the step named by the
-/// `SKEIN_KILL_AT` environment variable, so that tests can stop a node between any two steps
-/// of a rewrite.
-pub(crate) fn kill_point(step: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if AT
-        .get_or_init(|| std::env::var("SKEIN_KILL_AT").ok())
-        .as_deref()
-        == Some(step)
-    {
-        eprintln!("SKEIN_KILL_AT={step}: aborting");
-        std::process::abort();
-    }
-}
 
 /// What one compaction pass of a table did.
 #[derive(Debug, Default, Clone, serde::Serialize)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
-use super::compact::kill_point;
 use super::{Node, blocking, now_ms};
 use crate::error::{Error, Result};
+use crate::faults::kill_point;
 use crate::layout::{file_keys, flushed_from};
 use crate::table::{FlushGeneration, TableRuntime};
 
