@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 
 /// Schema holding the buffer tables; users never name it.
-pub const BUFFER_SCHEMA: &str = "skein_buf";
+pub(crate) const BUFFER_SCHEMA: &str = "skein_buf";
 
 /// The raw database handle, for the few C API calls `duckdb` does not wrap.
 struct RawDatabase(duckdb::ffi::duckdb_database);
@@ -101,7 +101,7 @@ impl Drop for PooledConnection<'_> {
     }
 }
 
-pub use skein_sql::quote::{ident, literal};
+pub(crate) use skein_sql::quote::{ident, literal};
 
 impl Engine {
     /// Opens an in-memory database that may read and write only the node's own directories
@@ -247,14 +247,14 @@ impl Engine {
 /// wrapped in `LIMIT 0` with every parameter NULL. Nothing else is ever run to find a schema
 /// (an `EXPLAIN ANALYZE` would run its statement); `EXPLAIN` has its own probe
 /// ([`crate::sql::Plan::Explain`]).
-pub fn result_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
+pub(crate) fn result_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
     let trimmed = sql.trim().trim_end_matches(';').trim_end();
     run_for_schema(conn, &format!("SELECT * FROM (\n{trimmed}\n) LIMIT 0"))
 }
 
 /// The schema of a statement that reads nothing and changes nothing (plain `EXPLAIN`), by
 /// running it.
-pub fn explain_schema(conn: &Connection, probe: &str) -> Result<SchemaRef> {
+pub(crate) fn explain_schema(conn: &Connection, probe: &str) -> Result<SchemaRef> {
     run_for_schema(conn, probe)
 }
 
@@ -266,7 +266,10 @@ fn run_for_schema(conn: &Connection, sql: &str) -> Result<SchemaRef> {
 }
 
 /// The Arrow schema DuckDB produces for columns of the given DuckDB types.
-pub fn arrow_schema_of_types(conn: &Connection, columns: &[(String, String)]) -> Result<SchemaRef> {
+pub(crate) fn arrow_schema_of_types(
+    conn: &Connection,
+    columns: &[(String, String)],
+) -> Result<SchemaRef> {
     if columns.is_empty() {
         return Ok(Arc::new(arrow::datatypes::Schema::empty()));
     }

@@ -47,7 +47,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 /// Serves HTTP on `listener` until the node shuts down.
-pub async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()> {
     let shutdown = node.shutdown.clone();
     let app = Router::new()
         .route("/health", get(health))

@@ -23,7 +23,7 @@ use tonic::Status;
 const NOT_COMPRESSED: i64 = -1;
 
 /// Checks one message (see the module docs); `limit` is `--max-message-bytes`.
-pub fn check(data: &FlightData, limit: usize) -> Result<(), String> {
+pub(crate) fn check(data: &FlightData, limit: usize) -> Result<(), String> {
     if data.data_header.is_empty() {
         // A message with only a descriptor or app metadata decodes to nothing.
         return if data.data_body.is_empty() {
@@ -132,7 +132,10 @@ fn check_batch(batch: &RecordBatch<'_>, body: &[u8], limit: usize) -> Result<(),
 
 /// `stream`, with every message checked by [`check`] before it is passed on; the first that
 /// fails ends the stream with INVALID_ARGUMENT.
-pub fn guarded<S>(stream: S, limit: usize) -> impl Stream<Item = Result<FlightData, Status>> + Send
+pub(crate) fn guarded<S>(
+    stream: S,
+    limit: usize,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send
 where
     S: Stream<Item = Result<FlightData, Status>> + Send,
 {

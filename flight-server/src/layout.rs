@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// Whether object `key` is one of the files flushed under name stem `stem`: a generation's
 /// files are `<dir>/<stem>.parquet`, or `<dir>/<day>/<stem>-<n>.parquet` when the table is
 /// laid out by day.
-pub fn flushed_from(key: &str, stem: &str) -> bool {
+pub(crate) fn flushed_from(key: &str, stem: &str) -> bool {
     let name = key.rsplit('/').next().unwrap_or(key);
     name.strip_prefix(stem)
         .is_some_and(|rest| rest == ".parquet" || rest.starts_with('-'))
@@ -43,7 +43,7 @@ const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 /// statistics) under directory `dir`, which must not exist yet: one file, or with
 /// `time_column` one file per UTC day of it and one for rows without a time (days in order,
 /// the timeless last), each with its statistics. No file if there are no rows.
-pub fn write_parquet_files(
+pub(crate) fn write_parquet_files(
     conn: &Connection,
     select: &str,
     values: &[duckdb::types::Value],
@@ -133,7 +133,7 @@ fn day_sql(column: &ColumnMeta) -> String {
 /// The object keys of files written under name stem `stem` for days `days` (one per file): a
 /// single file without a day is `tables/<id>/<stem>.parquet`; otherwise file `i` is
 /// `tables/<id>/[<day>/]<stem>-<i>.parquet` (see [`flushed_from`]).
-pub fn file_keys(table_id: u64, stem: &str, days: &[Option<String>]) -> Vec<String> {
+pub(crate) fn file_keys(table_id: u64, stem: &str, days: &[Option<String>]) -> Vec<String> {
     let single = matches!(days, [None]);
     days.iter()
         .enumerate()

@@ -11,39 +11,44 @@
 //! - [`service`]: the Flight SQL RPCs, one module per command family.
 //! - [`node`]: shared state and the table lifecycle (create, append, flush, drop);
 //!   [`table`]: a table's buffer generations and DuckDB view; [`statements`]: DDL and DML.
-//! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`prune`]: which
-//!   files a query's filters let it skip; [`sandbox`]: what user SQL may call and name, checked
+//! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`sandbox`]: what
+//!   user SQL may call and name, checked
 //!   on [`duckdb_parse`], DuckDB's own reading of the text that will run;
 //!   [`types`]: Arrow and DuckDB types and fitting batches to tables; [`params`]: parameters.
-//! - [`queries`], [`prepared`], [`ticket`]: query cancellation, prepared statements, tickets.
+//! - [`queries`], [`prepared_statements`], [`ticket`]: query cancellation, prepared statements, tickets.
 //! - [`metrics`], [`error`]; [`system`]: the system tables (tables, files, nodes, query log).
+//! - [`cluster`]: the executor of distributed queries (fragments, merging, forwarding).
+//!
+//! File pruning and the distributed planner are pure functions of SQL text in `skein-sql`.
+//! The crate's API is what the binary and the integration tests use: [`Server`], [`Config`],
+//! [`node::Node`], [`error`] and [`auth::hash_password`]; every other module is crate-private.
 
 pub mod auth;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
-pub mod duckdb_parse;
-pub mod engine;
+pub(crate) mod duckdb_parse;
+pub(crate) mod engine;
 pub mod error;
 mod faults;
-pub mod http;
-pub mod ipc_guard;
-pub mod layout;
-pub mod metrics;
+pub(crate) mod http;
+pub(crate) mod ipc_guard;
+pub(crate) mod layout;
+pub(crate) mod metrics;
 pub mod node;
-pub mod params;
-pub mod prepared;
-pub mod queries;
-pub mod sandbox;
+pub(crate) mod params;
+pub(crate) mod prepared_statements;
+pub(crate) mod queries;
+pub(crate) mod sandbox;
 pub mod server;
-pub mod service;
-pub mod slots;
-pub mod sql;
-pub mod statements;
-pub mod system;
-pub mod table;
-pub mod ticket;
-pub mod types;
-pub mod wal_record;
+pub(crate) mod service;
+pub(crate) mod slots;
+pub(crate) mod sql;
+pub(crate) mod statements;
+pub(crate) mod system;
+pub(crate) mod table;
+pub(crate) mod ticket;
+pub(crate) mod types;
+pub(crate) mod wal_record;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -18,20 +18,20 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::prepared::PreparedStatements;
+use crate::prepared_statements::PreparedStatements;
 use crate::queries::{Queries, SchemaCache};
 use crate::table::TableRuntime;
 
-mod cluster;
+mod appends;
 mod compact;
 mod flush;
-mod ingest;
+mod membership;
 mod reads;
 mod rewrite;
 mod shared;
 mod uploads;
-pub use cluster::{AppendMark, Peers, fragment_values};
-use ingest::{InFlight, open_wal};
+use appends::{InFlight, open_wal};
+pub use membership::{AppendMark, Peers, fragment_values};
 pub use reads::{ReadSet, Selected};
 
 /// How long replaced or dropped objects stay readable, so that running queries never miss one.
@@ -245,7 +245,7 @@ impl Node {
         let ingest_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_ingest_streams.max(1),
         ));
-        let prepared = PreparedStatements::new(crate::prepared::Limits {
+        let prepared = PreparedStatements::new(crate::prepared_statements::Limits {
             total: config.max_prepared_statements,
             ttl: config.prepared_statement_ttl,
             parameter_bytes: config.max_message_bytes.saturating_mul(4),

@@ -15,7 +15,7 @@ use duckdb::types::{TimeUnit as DuckUnit, Value};
 use crate::error::{Error, Result};
 
 /// Serialises parameter batches as one Arrow IPC stream.
-pub fn to_ipc(batches: &[RecordBatch]) -> Result<Bytes> {
+pub(crate) fn to_ipc(batches: &[RecordBatch]) -> Result<Bytes> {
     let Some(first) = batches.first() else {
         return Ok(Bytes::new());
     };
@@ -31,7 +31,7 @@ pub fn to_ipc(batches: &[RecordBatch]) -> Result<Bytes> {
 }
 
 /// Reads parameter batches back.
-pub fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+pub(crate) fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
@@ -41,7 +41,7 @@ pub fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
 }
 
 /// The rows of the parameter batches, each as DuckDB values in column order.
-pub fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
+pub(crate) fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Value>>> {
     let mut out = Vec::new();
     for b in batches {
         for row in 0..b.num_rows() {

@@ -148,7 +148,7 @@ impl Visitor for Checker {
 }
 
 /// Refuses a parsed statement that calls a forbidden function or names a file as a relation.
-pub fn check_statement(statement: &Statement) -> Result<()> {
+pub(crate) fn check_statement(statement: &Statement) -> Result<()> {
     let mut checker = Checker { found: None };
     let _ = statement.visit(&mut checker);
     match checker.found {
@@ -162,7 +162,7 @@ pub fn check_statement(statement: &Statement) -> Result<()> {
 /// limited to some tables); every table function in `FROM` likewise; every relation must be a
 /// CTE in scope, or not a file, not a forbidden internal view, and for a limited caller one of
 /// their tables (unqualified or in `main`).
-pub fn check_tree(tree: &Value, caller: Option<&Identity>, catalog: &str) -> Result<()> {
+pub(crate) fn check_tree(tree: &Value, caller: Option<&Identity>, catalog: &str) -> Result<()> {
     let check = TreeCheck {
         caller: caller.filter(|c| c.tables.is_some()),
         catalog: catalog.to_lowercase(),
@@ -380,7 +380,7 @@ fn limited(id: &Identity, what: &str) -> Error {
 /// Checks that `sql` is exactly one query as DuckDB reads it, and what it touches, for the
 /// caller of the request being served. `sqlparser_agrees` says whether the first parse read a
 /// query too: if it did and DuckDB does not, the text hides something.
-pub fn check_query(
+pub(crate) fn check_query(
     parser: &Parser,
     sql: &str,
     catalog: &str,
@@ -405,7 +405,7 @@ pub fn check_query(
 }
 
 /// Checks that DuckDB reads `sql` as exactly one statement (what `prepare` will run).
-pub fn check_one_statement(parser: &Parser, sql: &str) -> Result<()> {
+pub(crate) fn check_one_statement(parser: &Parser, sql: &str) -> Result<()> {
     match parser.statement_count(sql)? {
         1 => Ok(()),
         n => Err(Error::InvalidArgument(format!(

@@ -36,14 +36,14 @@ pub(crate) type DoActionStream = <SkeinService as FlightService>::DoActionStream
 
 /// The Flight SQL service of one node.
 #[derive(Debug, Clone)]
-pub struct SkeinService {
+pub(crate) struct SkeinService {
     node: Arc<Node>,
     statics: Arc<catalog::Statics>,
 }
 
 impl SkeinService {
     /// A service answering for `node`.
-    pub fn new(node: Arc<Node>) -> Self {
+    pub(crate) fn new(node: Arc<Node>) -> Self {
         let statics = Arc::new(catalog::Statics::new());
         Self { node, statics }
     }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// What a statement asks the node to do.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// A read-only query; DuckDB runs it as it is.
     Query,
     /// `sqlparser` could not read it; DuckDB decides (only a query may run this way).
@@ -261,12 +261,12 @@ fn rewrite_plan(mut statement: Statement, catalog: &str) -> Result<Rewrite> {
 
 impl Plan {
     /// Whether the statement only reads.
-    pub fn is_query(&self) -> bool {
+    pub(crate) fn is_query(&self) -> bool {
         matches!(self, Plan::Query | Plan::Unparsed | Plan::Explain { .. })
     }
 
     /// The text DuckDB runs for a query: the statement as given, or for `EXPLAIN` as rendered.
-    pub fn query_text<'a>(&'a self, sql: &'a str) -> &'a str {
+    pub(crate) fn query_text<'a>(&'a self, sql: &'a str) -> &'a str {
         match self {
             Plan::Explain { sql, .. } => sql,
             _ => sql,
@@ -274,7 +274,7 @@ impl Plan {
     }
 
     /// The SQL of an `INSERT` aimed at `target` (a qualified, quoted name) instead.
-    pub fn insert_into(&self, target: &[&str]) -> Option<String> {
+    pub(crate) fn insert_into(&self, target: &[&str]) -> Option<String> {
         let Plan::Insert { statement, .. } = self else {
             return None;
         };
@@ -347,7 +347,7 @@ fn option_pairs(options: &[sqlparser::ast::SqlOption]) -> Result<Vec<(String, Op
 /// the caller's tables); DuckDB's own parse of every text it will run is the authority: each is
 /// exactly one statement, a query is one query, and what a query touches is checked on DuckDB's
 /// tree ([`crate::sandbox::check_query`]).
-pub fn checked_plan(
+pub(crate) fn checked_plan(
     parser: &crate::duckdb_parse::Parser,
     sql: &str,
     catalog: &str,
@@ -389,8 +389,9 @@ pub fn checked_plan(
 }
 
 /// Reads `sql` with `sqlparser` alone and decides how it runs; nothing is checked against
-/// DuckDB's reading (see [`checked_plan`]).
-pub fn plan(sql: &str, catalog: &str) -> Result<Plan> {
+/// DuckDB's reading (see [`checked_plan`]). For the tests of the classification itself.
+#[cfg(test)]
+fn plan(sql: &str, catalog: &str) -> Result<Plan> {
     plan_for(sql, catalog, None)
 }
 

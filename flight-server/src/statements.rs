@@ -36,7 +36,7 @@ fn execute_with(conn: &Connection, sql: &str, rows: &[Vec<Value>]) -> Result<usi
 }
 
 /// All rows of a query on `conn`.
-pub fn collect(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
+pub(crate) fn collect(conn: &Connection, sql: &str) -> Result<Vec<RecordBatch>> {
     let mut stmt = conn.prepare(sql)?;
     let stream = stmt.stream_arrow([])?;
     Ok(stream.collect::<std::result::Result<Vec<_>, _>>()?)

@@ -40,7 +40,7 @@ const TABLES: &[(&str, &str)] = &[
 ];
 
 /// The names of the system tables.
-pub const NAMES: &[&str] = &[
+pub(crate) const NAMES: &[&str] = &[
     "skein_tables",
     "skein_files",
     "skein_nodes",
@@ -56,7 +56,7 @@ fn columns_of(name: &str) -> &'static str {
 
 /// Empty permanent versions, so that a query's result schema can be found without filling them
 /// (a query's own temporary ones shadow them).
-pub fn permanent_statements() -> Vec<String> {
+pub(crate) fn permanent_statements() -> Vec<String> {
     TABLES
         .iter()
         .map(|(n, c)| format!("CREATE OR REPLACE TABLE main.{n} ({c})"))
@@ -150,7 +150,7 @@ impl QueryLog {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -179,7 +179,7 @@ fn table_sql(name: &str, columns: &str, rows: Vec<String>) -> Vec<String> {
 
 /// One table's figures for `skein_tables`.
 #[derive(Debug)]
-pub struct TableRow {
+pub(crate) struct TableRow {
     /// Name.
     pub name: String,
     /// Rows in Parquet files.
@@ -205,7 +205,7 @@ pub struct TableRow {
 
 /// One file for `skein_files`.
 #[derive(Debug)]
-pub struct FileRow {
+pub(crate) struct FileRow {
     /// Its table.
     pub table: String,
     /// Object key.
@@ -222,7 +222,7 @@ pub struct FileRow {
 
 /// One member for `skein_nodes`.
 #[derive(Debug)]
-pub struct NodeRow {
+pub(crate) struct NodeRow {
     /// Node id.
     pub node_id: String,
     /// Flight address.
@@ -240,7 +240,7 @@ pub struct NodeRow {
 }
 
 /// The statements that create the system tables `wanted` on a connection.
-pub fn statements(
+pub(crate) fn statements(
     wanted: &[&str],
     tables: impl FnOnce() -> Vec<TableRow>,
     files: impl FnOnce() -> Vec<FileRow>,
@@ -344,7 +344,7 @@ pub fn statements(
 }
 
 /// Removes the system tables `wanted` from a connection.
-pub fn drop_statements(wanted: &[&str]) -> Vec<String> {
+pub(crate) fn drop_statements(wanted: &[&str]) -> Vec<String> {
     wanted
         .iter()
         .map(|n| format!("DROP TABLE IF EXISTS temp.{n}"))

@@ -180,7 +180,7 @@ fn column_list(columns: &[ColumnMeta]) -> String {
 }
 
 /// `name TYPE, …` of `columns`, for a table with the same columns.
-pub fn column_defs(columns: &[ColumnMeta]) -> String {
+pub(crate) fn column_defs(columns: &[ColumnMeta]) -> String {
     columns
         .iter()
         .map(|c| format!("{} {}", ident(&c.name), c.sql_type))
@@ -189,7 +189,7 @@ pub fn column_defs(columns: &[ColumnMeta]) -> String {
 }
 
 /// The name of the view `main.<name>` reads: a query's temporary view, or the permanent one.
-pub fn inner_view(id: u64) -> String {
+pub(crate) fn inner_view(id: u64) -> String {
     ident(&format!("__skein_t{id}"))
 }
 
@@ -213,7 +213,7 @@ fn view_sql(meta: &TableMeta, paths: &[String], generations: &[u64]) -> String {
 
 /// A query's temporary inner view over `meta`'s files (at `paths`), `generations`, and
 /// `extra` relations with the table's columns (rows shipped from other nodes).
-pub fn temp_view_sql(
+pub(crate) fn temp_view_sql(
     meta: &TableMeta,
     paths: &[String],
     generations: &[u64],

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// The content of a `TicketStatementQuery` handle issued by this node.
 #[derive(Clone, PartialEq, Message)]
-pub struct StatementTicket {
+pub(crate) struct StatementTicket {
     /// Id for cancellation.
     #[prost(string, tag = "1")]
     pub query_id: String,
@@ -28,12 +28,12 @@ pub struct StatementTicket {
 
 impl StatementTicket {
     /// Encodes the ticket.
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         Bytes::from(self.encode_to_vec())
     }
 
     /// Decodes a ticket, naming what is wrong with a malformed one.
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         let t = <Self as Message>::decode(bytes)
             .map_err(|e| Error::InvalidArgument(format!("malformed statement ticket: {e}")))?;
         if t.query_id.is_empty() || (t.sql.is_empty() && t.update_count.is_none()) {

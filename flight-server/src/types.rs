@@ -14,7 +14,7 @@ use crate::engine::ident;
 use crate::error::{Error, Result};
 
 /// The DuckDB column type that stores values of an Arrow type.
-pub fn duckdb_type(field: &Field) -> Result<String> {
+pub(crate) fn duckdb_type(field: &Field) -> Result<String> {
     let unsupported = || {
         Error::InvalidArgument(format!(
             "column {:?} has Arrow type {}, which skein cannot store",
@@ -130,7 +130,7 @@ fn storable(from: &DataType, to: &DataType) -> bool {
 /// Fits `batch` to a table whose columns are `target` (matched by name, ignoring case):
 /// casts where the value converts without loss of meaning, fills absent nullable columns with
 /// NULL, and rejects anything else with an error naming the column.
-pub fn conform(
+pub(crate) fn conform(
     table: &str,
     batch: &RecordBatch,
     target: &SchemaRef,

@@ -27,7 +27,11 @@ pub enum WalCompression {
 }
 
 /// Encodes one batch of table `table_id`.
-pub fn encode(table_id: u64, batch: &RecordBatch, compression: WalCompression) -> Result<Vec<u8>> {
+pub(crate) fn encode(
+    table_id: u64,
+    batch: &RecordBatch,
+    compression: WalCompression,
+) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(HEADER_BYTES + batch.get_array_memory_size() + 1024);
     out.push(KIND_BATCH);
     out.push(VERSION);
@@ -46,7 +50,7 @@ pub fn encode(table_id: u64, batch: &RecordBatch, compression: WalCompression) -
 
 /// A decoded record.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     /// The table's catalog id.
     pub table_id: u64,
     /// The rows.
@@ -54,7 +58,7 @@ pub struct Record {
 }
 
 /// Decodes a record written by [`encode`].
-pub fn decode(payload: &[u8]) -> Result<Record> {
+pub(crate) fn decode(payload: &[u8]) -> Result<Record> {
     let bad = |why: String| Error::Internal(format!("undecodable WAL record: {why}"));
     if payload.len() < HEADER_BYTES {
         return Err(bad(format!(

@@ -33,7 +33,7 @@ use skein_sql::plan::{PARTIALS, Partial, PlanContext, Shape, plan};
 /// A query made ready on the coordinator: what to run over which reads, and the schema to give
 /// the result (the statement's own).
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// Temporary views and scratch tables the final statement reads.
     pub reads: ReadSet,
     /// The statement to run on this node.
@@ -48,7 +48,7 @@ pub struct Prepared {
 type Rows = (Option<SchemaRef>, Vec<RecordBatch>);
 
 /// Wraps a fragment as a Flight ticket.
-pub fn fragment_ticket(fragment: &Fragment) -> Bytes {
+pub(crate) fn fragment_ticket(fragment: &Fragment) -> Bytes {
     let any = prost_types_any(fragment);
     Bytes::from(any.encode_to_vec())
 }
@@ -74,7 +74,7 @@ fn table_columns(node: &Node) -> BTreeMap<String, Vec<String>> {
 }
 
 /// The shape `sql` takes on this node's current ring (`Local` without peers).
-pub fn shape_of(node: &Node, sql: &str, has_parameters: bool) -> Result<Shape> {
+pub(crate) fn shape_of(node: &Node, sql: &str, has_parameters: bool) -> Result<Shape> {
     if node.ring().len() <= 1 {
         return Ok(Shape::Local);
     }
@@ -188,7 +188,7 @@ pub(crate) fn kept_files(sql: &str, meta: &TableMeta) -> Vec<String> {
 }
 
 /// The endpoints of a scatter scan: one fragment per member, with the location of each peer.
-pub fn scatter_fragments(
+pub(crate) fn scatter_fragments(
     node: &Node,
     table: &str,
     sql: &str,
@@ -206,7 +206,7 @@ pub fn scatter_fragments(
 }
 
 /// Gets a query ready to run across the cluster; `None` if it runs on this node alone.
-pub async fn prepare(
+pub(crate) async fn prepare(
     node: &Arc<Node>,
     sql: &str,
     query_id: &str,
@@ -248,7 +248,11 @@ pub async fn prepare(
 /// The reads of a statement that changes data from a query (`INSERT … SELECT`, `CREATE TABLE
 /// AS`): in a cluster, the query's tables with the rows peers hold (gathered), so the statement
 /// sees everything.
-pub async fn gathered_reads(node: &Arc<Node>, sql: &str, has_parameters: bool) -> Result<ReadSet> {
+pub(crate) async fn gathered_reads(
+    node: &Arc<Node>,
+    sql: &str,
+    has_parameters: bool,
+) -> Result<ReadSet> {
     if node.ring().len() <= 1 {
         return node.prepare_reads(sql).await;
     }
@@ -593,7 +597,7 @@ async fn read_here_instead(
 /// endpoint from the node they are connected to, whatever its location says). Its rows are the
 /// planned node's, so they are fetched from there and passed on; if that node cannot be reached,
 /// they are read here as after any failed fragment (or the answer is UNAVAILABLE naming it).
-pub async fn redeem_for_peer(
+pub(crate) async fn redeem_for_peer(
     node: &Arc<Node>,
     fragment: &Fragment,
 ) -> Result<(
@@ -763,7 +767,7 @@ fn append_scratch(
 }
 
 /// `batch` with `schema`'s field names and types (positionally).
-pub fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch.clone());
     }
