@@ -398,7 +398,7 @@ impl TableRuntime {
             .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
         let g = &mut buf.active;
         g.rows += batch.num_rows() as u64;
-        g.bytes += batch.get_array_memory_size() as u64;
+        g.bytes += crate::types::arrow_bytes(batch);
         g.oldest.get_or_insert_with(Instant::now);
         g.seqs = Some(match g.seqs {
             Some((lo, hi)) => (lo.min(seq), hi.max(seq)),

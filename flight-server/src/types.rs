@@ -127,6 +127,21 @@ fn storable(from: &DataType, to: &DataType) -> bool {
     ff == tf && ff != Family::Other && !rounds && can_cast_types(from, to)
 }
 
+/// The bytes of Arrow data a batch holds, each column's slice counted once. A batch decoded
+/// from Arrow IPC has every column point into one message buffer, so the capacity of the
+/// buffers (`get_array_memory_size`) would count the whole message once per column.
+pub(crate) fn arrow_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
 /// Fits `batch` to a table whose columns are `target` (matched by name, ignoring case):
 /// casts where the value converts without loss of meaning, fills absent nullable columns with
 /// NULL, and rejects anything else with an error naming the column.
@@ -266,6 +281,40 @@ mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
     use arrow::datatypes::Schema;
+
+    #[test]
+    fn a_batch_decoded_from_ipc_counts_its_columns_once() {
+        let columns: Vec<(String, ArrayRef)> = (0..20)
+            .map(|k| {
+                let values = (0..4000).map(|i| format!("value {k}-{i:08}"));
+                (
+                    format!("c{k}"),
+                    Arc::new(StringArray::from_iter_values(values)) as ArrayRef,
+                )
+            })
+            .collect();
+        let built = RecordBatch::try_from_iter(columns).expect("batch");
+        let mut ipc = Vec::new();
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &built.schema()).expect("writer");
+        writer.write(&built).expect("write");
+        writer.finish().expect("finish");
+        drop(writer);
+        let decoded = arrow::ipc::reader::StreamReader::try_new(ipc.as_slice(), None)
+            .expect("reader")
+            .next()
+            .expect("a batch")
+            .expect("decoded");
+        // Every decoded column points into the one message: its capacity is the message's.
+        assert!(decoded.get_array_memory_size() > 10 * ipc.len());
+        // Counted by slice, the decoded batch is the size of the data, as the built one is.
+        let (data, message) = (arrow_bytes(&decoded), ipc.len() as u64);
+        assert!(
+            data <= message && data * 2 >= message,
+            "{data} of {message}"
+        );
+        assert_eq!(arrow_bytes(&built), data);
+    }
 
     fn target() -> SchemaRef {
         Arc::new(Schema::new(vec![

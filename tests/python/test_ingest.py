@@ -77,3 +77,29 @@ def test_many_batches_and_flush_thresholds(make_node):
         node.flush()
         assert query(conn, sql).to_pylist() == want
     assert len(list((node.data_dir / "objects").rglob("*.parquet"))) >= 2
+
+
+def test_buffered_bytes_count_each_batch_once(make_node):
+    # Batches decoded from Arrow IPC share one message buffer among their columns: counting
+    # each column's whole buffer would make a wide table look many times its size, flush at a
+    # fraction of --flush-bytes and push back long before --max-buffer-bytes.
+    node = make_node("--flush-bytes", str(64 << 20), "--flush-rows", "10000000",
+                     "--flush-interval", "1h")
+    rows = 40_000
+    data = pa.table({f"c{k}": pa.array([f"value {k}-{i:08d}" for i in range(rows)])
+                     for k in range(20)})
+    want = data.nbytes  # the Arrow data itself, pyarrow's count (about 20 MB)
+    client = node.flight_client()
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("wide"), data.schema)
+    for b in data.to_batches(max_chunksize=4_000):
+        writer.write_batch(b)
+    writer.close()
+    metric = lambda name: float(next(line.rsplit(" ", 1)[1] for line in node.http_get("/metrics").splitlines()
+                                     if line.startswith(f"skein_{name} ")))
+    held = metric("buffer_bytes")
+    assert 0.5 * want <= held <= 2 * want, (held, want)
+    # Below --flush-bytes, nothing was flushed, and every row is there.
+    assert metric("flushes_total") == 0
+    assert not list((node.data_dir / "objects").rglob("*.parquet"))
+    with node.connect() as conn:
+        assert query(conn, "SELECT count(*) AS n FROM wide").to_pylist() == [{"n": rows}]

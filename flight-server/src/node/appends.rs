@@ -144,7 +144,7 @@ impl Node {
         let schema = rt.schema();
         let mut fitted = conform(&rt.name, batch, &schema, &|c| rt.is_not_null(c))?;
         let rows = fitted.num_rows() as u64;
-        let bytes = fitted.get_array_memory_size() as u64;
+        let bytes = crate::types::arrow_bytes(&fitted);
         // Wait for space before taking the gate: a flush needs the gate to free space.
         let reservation = self.reserve(bytes).await?;
         let gate = Arc::clone(&rt.ingest_gate).read_owned().await;
