@@ -173,7 +173,7 @@ pub fn peer() -> Option<std::net::SocketAddr> {
     PEER.try_with(|p| *p).ok().flatten()
 }
 
-/// Who holds the query slots a request takes (see [`crate::slots`]): the user, or with
+/// Who holds the query slots a request takes (see [`crate::read::slots`]): the user, or with
 /// authentication off the client's connection; `None` for a node of the cluster.
 pub fn slot_holder() -> Option<String> {
     match current() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-pub use crate::wal_record::WalCompression;
+pub use crate::write::wal_record::WalCompression;
 
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

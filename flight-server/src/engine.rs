@@ -158,7 +158,7 @@ impl Engine {
                 format!("SET memory_limit = {}", literal(memory_limit.trim())),
             );
         }
-        setup.extend(crate::system::permanent_statements());
+        setup.extend(crate::read::system::permanent_statements());
         setup.push("SET lock_configuration = true".to_string());
         for stmt in &setup {
             conn.execute_batch(stmt)

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::node::Node;
 
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    if node.shutdown.is_cancelled() {
+    if node.base.shutdown.is_cancelled() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down\n".to_string(),
@@ -30,7 +30,7 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    match node.not_ready() {
+    match node.cluster.not_ready() {
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
@@ -42,13 +42,13 @@ async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         node.refresh_gauges();
-        node.metrics.render()
+        node.base.metrics.render()
     })
 }
 
 /// Serves HTTP on `listener` until the node shuts down.
 pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()> {
-    let shutdown = node.shutdown.clone();
+    let shutdown = node.base.shutdown.clone();
     let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");
-        node.shutdown.cancel();
+        node.base.shutdown.cancel();
     });
     server.serve().await?;
     tracing::info!("stopped");

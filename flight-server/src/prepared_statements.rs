@@ -17,11 +17,9 @@ use crate::error::{Error, Result};
 
 /// One prepared statement.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The statement's SQL.
     pub sql: String,
-    /// Whether it is a query (else DDL or DML).
-    pub is_query: bool,
     /// Parameter batches bound by the client's last DoPut (each row is one execution).
     pub parameters: Vec<RecordBatch>,
 }
@@ -37,7 +35,7 @@ struct Entry {
 
 /// Bounds on prepared statements.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Statements open at once, all users together.
     pub total: usize,
     /// Unused for this long, a statement is closed.
@@ -58,7 +56,7 @@ impl Default for Limits {
 
 /// Prepared statements by handle.
 #[derive(Debug, Default)]
-pub struct PreparedStatements {
+pub(crate) struct PreparedStatements {
     map: Mutex<HashMap<String, Entry>>,
     limits: Limits,
 }
@@ -69,7 +67,7 @@ fn key(handle: &[u8]) -> String {
 
 impl PreparedStatements {
     /// An empty registry with these bounds.
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             map: Mutex::default(),
             limits,
@@ -77,14 +75,16 @@ impl PreparedStatements {
     }
 
     /// Statements open now (after closing expired ones).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let mut map = self.map.lock();
         self.expire(&mut map);
         map.len()
     }
 
     /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -95,7 +95,7 @@ impl PreparedStatements {
 
     /// Registers a statement for `owner` and returns its handle, or RESOURCE_EXHAUSTED when
     /// the node or the user holds as many as they may.
-    pub fn insert(&self, owner: Option<&str>, sql: String, is_query: bool) -> Result<String> {
+    pub(crate) fn insert(&self, owner: Option<&str>, sql: String) -> Result<String> {
         let mut map = self.map.lock();
         self.expire(&mut map);
         let total = self.limits.total.max(1);
@@ -124,7 +124,6 @@ impl PreparedStatements {
             Entry {
                 statement: Prepared {
                     sql,
-                    is_query,
                     parameters: Vec::new(),
                 },
                 owner: owner.map(str::to_string),
@@ -157,13 +156,13 @@ impl PreparedStatements {
     }
 
     /// The statement with `handle`, if `caller` may use it.
-    pub fn get(&self, handle: &[u8], caller: Option<&str>) -> Result<Prepared> {
+    pub(crate) fn get(&self, handle: &[u8], caller: Option<&str>) -> Result<Prepared> {
         let mut map = self.map.lock();
         Ok(self.entry(&mut map, handle, caller)?.statement.clone())
     }
 
     /// Replaces the statement's bound parameters.
-    pub fn bind(
+    pub(crate) fn bind(
         &self,
         handle: &[u8],
         caller: Option<&str>,
@@ -188,7 +187,7 @@ impl PreparedStatements {
     }
 
     /// Closes the statement, if `caller` may; returns whether it was open.
-    pub fn close(&self, handle: &[u8], caller: Option<&str>) -> Result<bool> {
+    pub(crate) fn close(&self, handle: &[u8], caller: Option<&str>) -> Result<bool> {
         let mut map = self.map.lock();
         match self.entry(&mut map, handle, caller) {
             Ok(_) => Ok(map.remove(&key(handle)).is_some()),
@@ -209,13 +208,10 @@ mod tests {
             ttl: Duration::from_secs(3600),
             parameter_bytes: 1 << 20,
         });
-        let a = p
-            .insert(Some("ann"), "SELECT 1".into(), true)
-            .expect("ann 1");
-        p.insert(Some("ann"), "SELECT 2".into(), true)
-            .expect("ann 2");
+        let a = p.insert(Some("ann"), "SELECT 1".into()).expect("ann 1");
+        p.insert(Some("ann"), "SELECT 2".into()).expect("ann 2");
         let e = p
-            .insert(Some("ann"), "SELECT 3".into(), true)
+            .insert(Some("ann"), "SELECT 3".into())
             .expect_err("refused");
         assert!(e.to_string().contains("holds 2"), "{e}");
         assert!(matches!(
@@ -230,16 +226,15 @@ mod tests {
             p.get(a.as_bytes(), Some("ann")).expect("own").sql,
             "SELECT 1"
         );
-        p.insert(Some("bob"), "SELECT 4".into(), true).expect("bob");
-        p.insert(None, "SELECT 5".into(), true).expect("anonymous");
+        p.insert(Some("bob"), "SELECT 4".into()).expect("bob");
+        p.insert(None, "SELECT 5".into()).expect("anonymous");
         let e = p
-            .insert(Some("cy"), "SELECT 6".into(), true)
+            .insert(Some("cy"), "SELECT 6".into())
             .expect_err("refused");
         assert!(e.to_string().contains("--max-prepared-statements"), "{e}");
         assert!(p.close(a.as_bytes(), Some("ann")).expect("close"));
         assert!(!p.close(a.as_bytes(), Some("ann")).expect("closed twice"));
-        p.insert(Some("cy"), "SELECT 6".into(), true)
-            .expect("room again");
+        p.insert(Some("cy"), "SELECT 6".into()).expect("room again");
     }
 
     #[test]
@@ -249,7 +244,7 @@ mod tests {
             ttl: Duration::ZERO,
             parameter_bytes: 1 << 20,
         });
-        let h = p.insert(None, "SELECT 1".into(), true).expect("insert");
+        let h = p.insert(None, "SELECT 1".into()).expect("insert");
         assert!(matches!(
             p.get(h.as_bytes(), None),
             Err(Error::UnknownPreparedStatement(_))

@@ -37,7 +37,7 @@ impl Server {
         let listen = flight
             .local_addr()
             .map_err(|e| Error::Internal(e.to_string()))?;
-        node.join_cluster(listen).await?;
+        node.cluster.join_cluster(listen).await?;
         Ok(Self { node, flight, http })
     }
 
@@ -60,17 +60,17 @@ impl Server {
         Arc::clone(&self.node)
     }
 
-    /// Serves until `node().shutdown` is cancelled, then flushes every buffer.
+    /// Serves until `node().base.shutdown` is cancelled, then flushes every buffer.
     pub async fn serve(self) -> Result<()> {
         let node = self.node;
-        let flusher = tokio::spawn(Arc::clone(&node).run_flusher());
-        let compactor = tokio::spawn(Arc::clone(&node).run_compactor());
-        let watchdog = tokio::spawn(Arc::clone(&node).run_query_watchdog());
-        let catalog_watch = tokio::spawn(Arc::clone(&node).run_catalog_watch());
+        let flusher = tokio::spawn(Arc::clone(&node.writes).run_flusher());
+        let compactor = tokio::spawn(Arc::clone(&node.maintenance).run_compactor());
+        let watchdog = tokio::spawn(Arc::clone(&node.reads).run_query_watchdog());
+        let catalog_watch = tokio::spawn(Arc::clone(&node.ddl).run_catalog_watch());
         let http = tokio::spawn(crate::http::serve(self.http, Arc::clone(&node)));
         let service = FlightServiceServer::new(SkeinService::new(Arc::clone(&node)))
-            .max_decoding_message_size(node.config.max_message_bytes)
-            .max_encoding_message_size(node.config.max_message_bytes);
+            .max_decoding_message_size(node.base.config.max_message_bytes)
+            .max_encoding_message_size(node.base.config.max_message_bytes);
         // Small responses must not wait for the peer's delayed ACK (Nagle): ~40 ms per call.
         let incoming = TcpListenerStream::new(self.flight).map(|conn| {
             conn.and_then(|c| {
@@ -82,8 +82,8 @@ impl Server {
         // the cluster, so that no query needs it any more when it stops answering.
         let leaving = Arc::clone(&node);
         let shutdown = async move {
-            leaving.shutdown.cancelled().await;
-            leaving.leave_cluster().await;
+            leaving.base.shutdown.cancelled().await;
+            leaving.cluster.leave_cluster().await;
         };
         // HTTP/2 pings find peers that vanished without closing their connection, so their
         // streams (and the query slots behind them) end; a live reader that stops reading
@@ -91,7 +91,7 @@ impl Server {
         let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
-        if let Some(tls) = tls_config(&node.config)? {
+        if let Some(tls) = tls_config(&node.base.config)? {
             builder = builder
                 .tls_config(tls)
                 .map_err(|e| Error::InvalidArgument(format!("TLS configuration: {e}")))?;
@@ -101,7 +101,7 @@ impl Server {
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
-        node.shutdown.cancel();
+        node.base.shutdown.cancel();
         let _ = flusher.await;
         let _ = compactor.await;
         let _ = watchdog.await;
@@ -111,7 +111,7 @@ impl Server {
         if let Err(e) = node.flush_all().await {
             warn!(error = %e, "flush at shutdown failed");
         }
-        if let Some(m) = node.membership() {
+        if let Some(m) = node.base.membership() {
             // The final flush emptied the buffers: the marks go too.
             if let Err(e) = m.leave().await {
                 warn!(error = %e, "leaving the cluster failed");
@@ -120,7 +120,7 @@ impl Server {
                 warn!(error = %e, "clearing this node's unflushed marks failed");
             }
         }
-        node.release_claim().await;
+        node.writes.release_claim().await;
         served.map_err(|e| Error::Internal(format!("Flight server failed: {e}")))
     }
 }

@@ -56,7 +56,7 @@ fn answer<T>(node: &Node, method: &str, result: crate::error::Result<T>) -> Resu
         Ok(_) => tonic::Code::Ok,
         Err(s) => s.code(),
     };
-    node.metrics.request(method, code);
+    node.base.metrics.request(method, code);
     result
 }
 

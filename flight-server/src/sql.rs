@@ -81,7 +81,7 @@ pub(crate) enum Plan {
 
 /// A DELETE or UPDATE, taken apart.
 #[derive(Debug, Clone)]
-pub struct Rewrite {
+pub(crate) struct Rewrite {
     /// The table it changes.
     pub table: String,
     /// The table as the statement names it, with its alias (`t AS x`).
@@ -118,7 +118,7 @@ impl Rewrite {
     }
 
     /// A query counting the rows the statement changes.
-    pub fn count_sql(&self) -> String {
+    pub(crate) fn count_sql(&self) -> String {
         format!(
             "SELECT count(*) FROM ({}) AS __skein_m WHERE __skein_hit",
             self.marked()
@@ -126,7 +126,7 @@ impl Rewrite {
     }
 
     /// A query giving the table's rows after the statement, for columns `columns` (name, type).
-    pub fn result_sql(&self, columns: &[(String, String)]) -> String {
+    pub(crate) fn result_sql(&self, columns: &[(String, String)]) -> String {
         let marked = self.marked();
         if !self.update {
             let list: Vec<String> = columns.iter().map(|(c, _)| ident(c)).collect();
@@ -155,7 +155,7 @@ impl Rewrite {
     }
 
     /// A query whose files-pruning filters are the statement's condition.
-    pub fn pruning_sql(&self) -> String {
+    pub(crate) fn pruning_sql(&self) -> String {
         match &self.selection {
             Some(c) => format!("SELECT * FROM {} WHERE {c}", self.relation),
             None => format!("SELECT * FROM {}", self.relation),

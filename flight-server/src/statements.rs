@@ -9,9 +9,11 @@ use duckdb::types::Value;
 use duckdb::{Connection, params_from_iter};
 use skein_storage::ColumnMeta;
 
+use crate::base::blocking;
+use crate::ddl::OnExists;
 use crate::engine::ident;
 use crate::error::{Error, Result};
-use crate::node::{Node, OnExists, blocking};
+use crate::node::Node;
 use crate::params;
 use crate::sql::Plan;
 
@@ -85,178 +87,185 @@ fn stage_name() -> String {
     format!("skein_stage_{}", uuid::Uuid::new_v4().simple())
 }
 
-impl Node {
-    /// Runs a statement that is not a query, with optional parameter batches; returns the
-    /// number of rows it added (0 for DDL).
-    pub async fn execute_update(
-        self: &Arc<Self>,
-        sql: &str,
-        parameters: Vec<RecordBatch>,
-    ) -> Result<i64> {
-        let plan = crate::service::query::checked(self, sql).await?;
-        if !plan.is_query() {
-            crate::auth::require(crate::auth::Role::Writer, "change tables")?;
+/// Runs a statement that is not a query, with optional parameter batches; returns the number
+/// of rows it added (0 for DDL).
+pub(crate) async fn execute_update(
+    node: &Arc<Node>,
+    sql: &str,
+    parameters: Vec<RecordBatch>,
+) -> Result<i64> {
+    let plan = crate::service::query::checked(node, sql).await?;
+    if !plan.is_query() {
+        crate::auth::require(crate::auth::Role::Writer, "change tables")?;
+    }
+    match &plan {
+        Plan::CreateTable { table, .. }
+        | Plan::Insert { table, .. }
+        | Plan::AddColumns { table, .. }
+        | Plan::SetOptions { table, .. } => crate::auth::require_table(table)?,
+        Plan::Rewrite(r) => crate::auth::require_table(&r.table)?,
+        Plan::DropTable { tables, .. } => tables
+            .iter()
+            .try_for_each(|t| crate::auth::require_table(t))?,
+        Plan::Query | Plan::Unparsed | Plan::Explain { .. } => {}
+    }
+    let rows = params::rows(&parameters)?;
+    node.ddl.take_in_changes().await;
+    match plan {
+        Plan::Query | Plan::Unparsed | Plan::Explain { .. } => Err(Error::InvalidArgument(
+            "this statement is a query; run it as a query (CommandStatementQuery) to get its rows"
+                .into(),
+        )),
+        Plan::CreateTable {
+            table,
+            if_not_exists,
+            or_replace,
+            query: None,
+            options,
+            sql,
+        } => {
+            let changes = parse_options(&table, &options)?;
+            if if_not_exists && node.base.table(&table).is_ok() {
+                return Ok(0);
+            }
+            let columns = blocking(move || scratch_columns(None, &sql)).await?;
+            node.ddl
+                .create_table(&table, columns, on_exists(if_not_exists, or_replace))
+                .await?;
+            apply_created_options(node, &table, changes).await?;
+            Ok(0)
         }
-        match &plan {
-            Plan::CreateTable { table, .. }
-            | Plan::Insert { table, .. }
-            | Plan::AddColumns { table, .. }
-            | Plan::SetOptions { table, .. } => crate::auth::require_table(table)?,
-            Plan::Rewrite(r) => crate::auth::require_table(&r.table)?,
-            Plan::DropTable { tables, .. } => tables
+        Plan::CreateTable {
+            table,
+            if_not_exists,
+            or_replace,
+            query: Some(query),
+            options,
+            ..
+        } => {
+            let changes = parse_options(&table, &options)?;
+            if if_not_exists && node.base.table(&table).is_ok() {
+                return Ok(0);
+            }
+            let base = Arc::clone(&node.base);
+            let reads =
+                crate::cluster::exec::gathered_reads(&node.cluster, &query, !rows.is_empty())
+                    .await?;
+            let (columns, batches) = blocking(move || {
+                let conn = base.engine.connect()?;
+                reads.install(&conn)?;
+                let stage = stage_name();
+                execute_with(
+                    &conn,
+                    &format!("CREATE TEMP TABLE {stage} AS\n{query}\n"),
+                    &rows,
+                )?;
+                let staged = temp_columns(&conn, &stage)
+                    .and_then(|c| Ok((c, collect(&conn, &format!("SELECT * FROM temp.{stage}"))?)));
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
+                staged
+            })
+            .await?;
+            let rt = node
+                .ddl
+                .create_table(&table, columns, on_exists(if_not_exists, or_replace))
+                .await?;
+            apply_created_options(node, &table, changes).await?;
+            let mut total = 0;
+            for b in &batches {
+                total += node.writes.append(&rt, b).await?;
+            }
+            Ok(total as i64)
+        }
+        Plan::DropTable { tables, if_exists } => {
+            for t in &tables {
+                node.ddl.drop_table(t, if_exists).await?;
+            }
+            Ok(0)
+        }
+        Plan::Insert { ref table, .. } => {
+            let rt = node.base.table(table)?;
+            let base = Arc::clone(&node.base);
+            let view = rt.name.clone();
+            let reads =
+                crate::cluster::exec::gathered_reads(&node.cluster, sql, !rows.is_empty()).await?;
+            let batches = blocking(move || {
+                let conn = base.engine.connect()?;
+                reads.install(&conn)?;
+                let stage = stage_name();
+                conn.execute_batch(&format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT * FROM main.{} LIMIT 0",
+                    ident(&view)
+                ))?;
+                let staged = plan
+                    .insert_into(&["temp", &stage])
+                    .ok_or_else(|| Error::Internal("INSERT plan without a statement".into()))
+                    .and_then(|insert| execute_with(&conn, &insert, &rows))
+                    .and_then(|_| collect(&conn, &format!("SELECT * FROM temp.{stage}")));
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
+                staged
+            })
+            .await?;
+            let mut total = 0;
+            for b in &batches {
+                total += node.writes.append(&rt, b).await?;
+            }
+            Ok(total as i64)
+        }
+        Plan::Rewrite(rewrite) => node.maintenance.rewrite_rows(&rewrite, rows).await,
+        Plan::SetOptions { table, options } => {
+            let parsed = parse_options(&table, &options)?;
+            node.ddl.set_table_options(&table, parsed).await?;
+            Ok(0)
+        }
+        Plan::AddColumns { table, sql } => {
+            let meta = node
+                .base
+                .catalog
+                .snapshot()
+                .table(&table)
+                .cloned()
+                .ok_or_else(|| Error::UnknownTable {
+                    table: table.clone(),
+                })?;
+            let defs = meta
+                .columns
                 .iter()
-                .try_for_each(|t| crate::auth::require_table(t))?,
-            Plan::Query | Plan::Unparsed | Plan::Explain { .. } => {}
-        }
-        let rows = params::rows(&parameters)?;
-        self.take_in_changes().await;
-        match plan {
-            Plan::Query | Plan::Unparsed | Plan::Explain { .. } => Err(Error::InvalidArgument(
-                "this statement is a query; run it as a query (CommandStatementQuery) to get its rows".into(),
-            )),
-            Plan::CreateTable {
-                table,
-                if_not_exists,
-                or_replace,
-                query: None,
-                options,
-                sql,
-            } => {
-                let changes = parse_options(&table, &options)?;
-                if if_not_exists && self.table(&table).is_ok() {
-                    return Ok(0);
-                }
-                let columns = blocking(move || scratch_columns(None, &sql)).await?;
-                self.create_table(&table, columns, on_exists(if_not_exists, or_replace))
-                    .await?;
-                self.apply_created_options(&table, changes).await?;
-                Ok(0)
-            }
-            Plan::CreateTable {
-                table,
-                if_not_exists,
-                or_replace,
-                query: Some(query),
-                options,
-                ..
-            } => {
-                let changes = parse_options(&table, &options)?;
-                if if_not_exists && self.table(&table).is_ok() {
-                    return Ok(0);
-                }
-                let node = Arc::clone(self);
-                let reads =
-                    crate::cluster::exec::gathered_reads(self, &query, !rows.is_empty()).await?;
-                let (columns, batches) = blocking(move || {
-                    let conn = node.engine.connect()?;
-                    reads.install(&conn)?;
-                    let stage = stage_name();
-                    execute_with(&conn, &format!("CREATE TEMP TABLE {stage} AS\n{query}\n"), &rows)?;
-                    let staged = temp_columns(&conn, &stage)
-                        .and_then(|c| Ok((c, collect(&conn, &format!("SELECT * FROM temp.{stage}"))?)));
-                    let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
-                    staged
+                .map(|c| {
+                    let null = if c.nullable { "" } else { " NOT NULL" };
+                    format!("{} {}{null}", ident(&c.name), c.sql_type)
                 })
-                .await?;
-                let rt = self
-                    .create_table(&table, columns, on_exists(if_not_exists, or_replace))
-                    .await?;
-                self.apply_created_options(&table, changes).await?;
-                let mut total = 0;
-                for b in &batches {
-                    total += self.append(&rt, b).await?;
-                }
-                Ok(total as i64)
-            }
-            Plan::DropTable { tables, if_exists } => {
-                for t in &tables {
-                    self.drop_table(t, if_exists).await?;
-                }
-                Ok(0)
-            }
-            Plan::Insert { ref table, .. } => {
-                let rt = self.table(table)?;
-                let node = Arc::clone(self);
-                let view = rt.name.clone();
-                let reads =
-                    crate::cluster::exec::gathered_reads(self, sql, !rows.is_empty()).await?;
-                let batches = blocking(move || {
-                    let conn = node.engine.connect()?;
-                    reads.install(&conn)?;
-                    let stage = stage_name();
-                    conn.execute_batch(&format!(
-                        "CREATE TEMP TABLE {stage} AS SELECT * FROM main.{} LIMIT 0",
-                        ident(&view)
-                    ))?;
-                    let staged = plan
-                        .insert_into(&["temp", &stage])
-                        .ok_or_else(|| Error::Internal("INSERT plan without a statement".into()))
-                        .and_then(|insert| execute_with(&conn, &insert, &rows))
-                        .and_then(|_| collect(&conn, &format!("SELECT * FROM temp.{stage}")));
-                    let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.{stage}"));
-                    staged
-                })
-                .await?;
-                let mut total = 0;
-                for b in &batches {
-                    total += self.append(&rt, b).await?;
-                }
-                Ok(total as i64)
-            }
-            Plan::Rewrite(rewrite) => self.rewrite_rows(&rewrite, rows).await,
-            Plan::SetOptions { table, options } => {
-                let parsed = parse_options(&table, &options)?;
-                self.set_table_options(&table, parsed).await?;
-                Ok(0)
-            }
-            Plan::AddColumns { table, sql } => {
-                let meta = self
-                    .catalog
-                    .snapshot()
-                    .table(&table)
-                    .cloned()
-                    .ok_or_else(|| Error::UnknownTable { table: table.clone() })?;
-                let defs = meta
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        let null = if c.nullable { "" } else { " NOT NULL" };
-                        format!("{} {}{null}", ident(&c.name), c.sql_type)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let setup = format!("CREATE TABLE {} ({defs})", ident(&meta.name));
-                let columns = blocking(move || scratch_columns(Some(setup), &sql)).await?;
-                self.add_columns(&table, columns).await?;
-                Ok(0)
-            }
+                .collect::<Vec<_>>()
+                .join(", ");
+            let setup = format!("CREATE TABLE {} ({defs})", ident(&meta.name));
+            let columns = blocking(move || scratch_columns(Some(setup), &sql)).await?;
+            node.ddl.add_columns(&table, columns).await?;
+            Ok(0)
         }
     }
 }
 
-impl Node {
-    /// Gives a table just created the options of its `WITH (…)`; if they are refused, the
-    /// table goes again, so that a statement either wholly happens or not at all.
-    async fn apply_created_options(
-        self: &Arc<Self>,
-        table: &str,
-        changes: Vec<OptionChange>,
-    ) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.set_table_options(table, changes).await {
-            let _ = self.drop_table(table, true).await;
-            return Err(e);
-        }
-        Ok(())
+/// Gives a table just created the options of its `WITH (…)`; if they are refused, the
+/// table goes again, so that a statement either wholly happens or not at all.
+async fn apply_created_options(
+    node: &Arc<Node>,
+    table: &str,
+    changes: Vec<OptionChange>,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
     }
+    if let Err(e) = node.ddl.set_table_options(table, changes).await {
+        let _ = node.ddl.drop_table(table, true).await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// One change of `ALTER TABLE table SET (…)` (or `CREATE TABLE … WITH (…)`); `None` goes back
 /// to the default.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OptionChange {
+pub(crate) enum OptionChange {
     FlushRows(Option<u64>),
     FlushBytes(Option<u64>),
     FlushInterval(Option<u64>),

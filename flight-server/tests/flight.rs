@@ -49,7 +49,7 @@ impl Fixture {
     }
 
     async fn stop(self) {
-        self.node.shutdown.cancel();
+        self.node.base.shutdown.cancel();
         self.served.await.expect("server task");
     }
 
@@ -194,7 +194,7 @@ async fn cancel_flight_info_stops_a_running_query() {
     let fetch = tokio::spawn(fetch_code(f.channel.clone(), info.clone()));
     // Wait until the query runs.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while f.node.metrics.queries.get() == 0 {
+    while f.node.base.metrics.queries.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the query never started"

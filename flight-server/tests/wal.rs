@@ -46,7 +46,7 @@ async fn append(node: &Arc<Node>, from: i64, to: i64) -> skein_server::error::Re
 
 /// (rows, distinct ids, sum of ids) of table t: an independent check of exactly-once.
 fn summary(node: &Node) -> (i64, i64, i64) {
-    let conn = node.engine.connect().expect("connect");
+    let conn = node.base.engine.connect().expect("connect");
     conn.query_row(
         "SELECT count(*), count(DISTINCT id), coalesce(sum(id), 0)::BIGINT FROM t",
         [],
@@ -83,13 +83,13 @@ async fn rows_come_back_from_the_wal_exactly_once() {
     drop(node);
     let node = open(config(dir.path())).await;
     assert_eq!(summary(&node), expected(&[(0, 1600)]));
-    assert_eq!(node.metrics.wal_replayed_records.get(), 2);
+    assert_eq!(node.base.metrics.wal_replayed_records.get(), 2);
     // Again, after a flush of the replayed rows: nothing is replayed twice.
     node.flush_all().await.expect("flush");
     drop(node);
     let node = open(config(dir.path())).await;
     assert_eq!(summary(&node), expected(&[(0, 1600)]));
-    assert_eq!(node.metrics.wal_replayed_records.get(), 0);
+    assert_eq!(node.base.metrics.wal_replayed_records.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +127,7 @@ async fn the_wal_is_truncated_once_rows_are_flushed() {
     drop(node);
     let node = open(cfg).await;
     assert_eq!(summary(&node), expected(&[(0, 1_000_000)]));
-    assert_eq!(node.metrics.wal_replayed_records.get(), 0);
+    assert_eq!(node.base.metrics.wal_replayed_records.get(), 0);
 }
 
 /// Writes three records and stops without flushing; returns the segment holding them.
@@ -218,14 +218,14 @@ async fn writers_past_the_buffer_bound_wait_for_a_flush_then_give_up() {
         .await
         .expect_err("past the bound");
     assert_eq!(tonic::Status::from(err).code(), Code::ResourceExhausted);
-    assert_eq!(node.metrics.ingest_rejected.get(), 1);
+    assert_eq!(node.base.metrics.ingest_rejected.get(), 1);
     assert!(node.buffered_bytes() <= one * 2);
     // A waiting writer goes in once a flush frees space.
     let waiting = {
         let node = Arc::clone(&node);
         tokio::spawn(async move { append(&node, 30_000, 40_000).await })
     };
-    while node.metrics.ingest_waits.get() < 2 {
+    while node.base.metrics.ingest_waits.get() < 2 {
         tokio::task::yield_now().await;
     }
     node.flush_all().await.expect("flush");
@@ -259,6 +259,7 @@ async fn concurrent_appends_flushes_and_a_new_column_lose_nothing() {
                 node.flush_all().await.expect("flush");
                 if round == 2 {
                     let mut columns = node
+                        .base
                         .catalog
                         .snapshot()
                         .table("t")

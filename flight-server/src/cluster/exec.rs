@@ -24,10 +24,12 @@ use skein_proto::{FRAGMENT_TYPE_URL, Fragment, TableSlice};
 use skein_ring::{Member, Ring};
 use skein_storage::TableMeta;
 
+use super::Cluster;
+use crate::base::blocking;
 use crate::engine::{BUFFER_SCHEMA, ident, result_schema};
 use crate::error::{Error, Result};
-use crate::node::{Node, ReadSet, blocking};
-use crate::system::{Distribution, PeerShare};
+use crate::read::ReadSet;
+use crate::read::system::{Distribution, PeerShare};
 use skein_sql::plan::{PARTIALS, Partial, PlanContext, Shape, plan};
 
 /// A query made ready on the coordinator: what to run over which reads, and the schema to give
@@ -36,7 +38,7 @@ use skein_sql::plan::{PARTIALS, Partial, PlanContext, Shape, plan};
 pub(crate) struct Prepared {
     /// Temporary views and scratch tables the final statement reads.
     pub reads: ReadSet,
-    /// The statement to run on this node.
+    /// The statement to run on this cluster.
     pub sql: String,
     /// The result's names and types, if the statement run is not the user's own.
     pub expected: Option<SchemaRef>,
@@ -61,8 +63,10 @@ fn prost_types_any(fragment: &Fragment) -> arrow_flight::sql::Any {
 }
 
 /// The table names (lower-cased) with their lower-cased columns, for the planner.
-fn table_columns(node: &Node) -> BTreeMap<String, Vec<String>> {
-    node.list_tables()
+fn table_columns(cluster: &Cluster) -> BTreeMap<String, Vec<String>> {
+    cluster
+        .base
+        .list_tables()
         .into_iter()
         .map(|(m, _)| {
             (
@@ -74,12 +78,12 @@ fn table_columns(node: &Node) -> BTreeMap<String, Vec<String>> {
 }
 
 /// The shape `sql` takes on this node's current ring (`Local` without peers).
-pub(crate) fn shape_of(node: &Node, sql: &str, has_parameters: bool) -> Result<Shape> {
-    if node.ring().len() <= 1 {
+pub(crate) fn shape_of(cluster: &Cluster, sql: &str, has_parameters: bool) -> Result<Shape> {
+    if cluster.base.ring().len() <= 1 {
         return Ok(Shape::Local);
     }
-    let tables = table_columns(node);
-    let aggregates = node.aggregate_functions()?;
+    let tables = table_columns(cluster);
+    let aggregates = cluster.aggregate_functions()?;
     Ok(plan(
         sql,
         PlanContext {
@@ -91,8 +95,8 @@ pub(crate) fn shape_of(node: &Node, sql: &str, has_parameters: bool) -> Result<S
 }
 
 /// Fails if a node out of the ring still holds unflushed rows of one of `tables`.
-fn check_absent_nodes(node: &Node, ring: &Ring, tables: &[&TableMeta]) -> Result<()> {
-    let Some(m) = node.membership() else {
+fn check_absent_nodes(cluster: &Cluster, ring: &Ring, tables: &[&TableMeta]) -> Result<()> {
+    let Some(m) = cluster.base.membership() else {
         return Ok(());
     };
     for (id, marked) in m.unflushed() {
@@ -115,8 +119,8 @@ fn check_absent_nodes(node: &Node, ring: &Ring, tables: &[&TableMeta]) -> Result
 }
 
 /// Signs a fragment with the cluster secret, if there is one.
-fn sign(node: &Node, fragment: &mut Fragment) {
-    if let Some(auth) = &node.auth {
+fn sign(cluster: &Cluster, fragment: &mut Fragment) {
+    if let Some(auth) = &cluster.auth {
         fragment.signature = Bytes::from(auth.sign(&fragment.signed_bytes()));
     }
 }
@@ -124,7 +128,7 @@ fn sign(node: &Node, fragment: &mut Fragment) {
 /// One fragment per member: `sql` over each member's share of `files` of `meta`, plus its own
 /// rows.
 fn fragments(
-    node: &Node,
+    cluster: &Cluster,
     ring: &Ring,
     query_id: &str,
     sql: &str,
@@ -141,8 +145,8 @@ fn fragments(
                 .push(key.clone());
         }
     }
-    let snapshot = node.catalog.snapshot();
-    let deadline = crate::system::now_ms() + node.config.peer_timeout.as_millis() as i64;
+    let snapshot = cluster.base.catalog.snapshot();
+    let deadline = crate::base::now_ms() + cluster.base.config.peer_timeout.as_millis() as i64;
     ring.members()
         .iter()
         .map(|m| {
@@ -156,7 +160,7 @@ fn fragments(
                     flushed: meta.flushed_wal.get(&m.node_id).copied(),
                 }],
                 deadline_ms: deadline,
-                coordinator: node.config.node_id.clone(),
+                coordinator: cluster.base.config.node_id.clone(),
                 node_id: m.node_id.clone(),
                 catalog_epoch: snapshot.epoch,
                 catalog_version: snapshot.version,
@@ -164,7 +168,7 @@ fn fragments(
                 signature: Bytes::new(),
                 fragments: ring.len() as u32,
             };
-            sign(node, &mut f);
+            sign(cluster, &mut f);
             (m.clone(), f)
         })
         .collect()
@@ -189,30 +193,30 @@ pub(crate) fn kept_files(sql: &str, meta: &TableMeta) -> Vec<String> {
 
 /// The endpoints of a scatter scan: one fragment per member, with the location of each peer.
 pub(crate) fn scatter_fragments(
-    node: &Node,
+    cluster: &Cluster,
     table: &str,
     sql: &str,
     parameters: &Bytes,
 ) -> Result<Vec<(Member, Fragment)>> {
-    let ring = node.ring();
-    let rt = node.table(table)?;
+    let ring = cluster.base.ring();
+    let rt = cluster.base.table(table)?;
     let meta = rt.meta();
-    check_absent_nodes(node, &ring, &[&meta])?;
+    check_absent_nodes(cluster, &ring, &[&meta])?;
     let query_id = uuid::Uuid::new_v4().to_string();
     let files = kept_files(sql, &meta);
     Ok(fragments(
-        node, &ring, &query_id, sql, &meta, &files, parameters,
+        cluster, &ring, &query_id, sql, &meta, &files, parameters,
     ))
 }
 
 /// Gets a query ready to run across the cluster; `None` if it runs on this node alone.
 pub(crate) async fn prepare(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     sql: &str,
     query_id: &str,
     has_parameters: bool,
 ) -> Result<Option<Prepared>> {
-    let shape = shape_of(node, sql, has_parameters)?;
+    let shape = shape_of(cluster, sql, has_parameters)?;
     let mut distribution = Distribution {
         shape: shape.name(),
         ..Distribution::default()
@@ -220,8 +224,10 @@ pub(crate) async fn prepare(
     match shape {
         Shape::Local => return Ok(None),
         Shape::Partial(p) => {
-            if let Some(prepared) = partial(node, sql, query_id, &p, &mut distribution).await? {
-                node.metrics
+            if let Some(prepared) = partial(cluster, sql, query_id, &p, &mut distribution).await? {
+                cluster
+                    .base
+                    .metrics
                     .query_shapes
                     .with_label_values(&["partial"])
                     .inc();
@@ -236,11 +242,13 @@ pub(crate) async fn prepare(
         // A scatter query whose client asked for one result (a statement ticket).
         Shape::Scatter { .. } | Shape::Gather => distribution.shape = "gather",
     }
-    node.metrics
+    cluster
+        .base
+        .metrics
         .query_shapes
         .with_label_values(&["gather"])
         .inc();
-    gather(node, sql, query_id, has_parameters, distribution)
+    gather(cluster, sql, query_id, has_parameters, distribution)
         .await
         .map(Some)
 }
@@ -249,43 +257,47 @@ pub(crate) async fn prepare(
 /// AS`): in a cluster, the query's tables with the rows peers hold (gathered), so the statement
 /// sees everything.
 pub(crate) async fn gathered_reads(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     sql: &str,
     has_parameters: bool,
 ) -> Result<ReadSet> {
-    if node.ring().len() <= 1 {
-        return node.prepare_reads(sql).await;
+    if cluster.base.ring().len() <= 1 {
+        return cluster.reads.prepare_reads(sql).await;
     }
     let query_id = uuid::Uuid::new_v4().to_string();
     let distribution = Distribution {
         shape: "gather",
         ..Distribution::default()
     };
-    Ok(gather(node, sql, &query_id, has_parameters, distribution)
-        .await?
-        .reads)
+    Ok(
+        gather(cluster, sql, &query_id, has_parameters, distribution)
+            .await?
+            .reads,
+    )
 }
 
 /// Runs the partial query everywhere and loads the partial rows into a scratch table; `None`
 /// if the engine refuses the partial or the final query (the caller gathers instead).
 async fn partial(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     sql: &str,
     query_id: &str,
     p: &Partial,
     distribution: &mut Distribution,
 ) -> Result<Option<Prepared>> {
-    let ring = node.ring();
-    let rt = node.table(&p.table)?;
+    let ring = cluster.base.ring();
+    let rt = cluster.base.table(&p.table)?;
     let meta = rt.meta();
-    check_absent_nodes(node, &ring, &[&meta])?;
-    node.metrics
+    check_absent_nodes(cluster, &ring, &[&meta])?;
+    cluster
+        .base
+        .metrics
         .table_requests
         .with_label_values(&[&meta.name, "query"])
         .inc();
     let files = kept_files(sql, &meta);
     let frags = fragments(
-        node,
+        cluster,
         &ring,
         query_id,
         &p.partial_sql,
@@ -293,7 +305,7 @@ async fn partial(
         &files,
         &Bytes::new(),
     );
-    let me = node.config.node_id.clone();
+    let me = cluster.base.config.node_id.clone();
     let own = frags
         .iter()
         .find(|(m, _)| m.node_id == me)
@@ -301,11 +313,11 @@ async fn partial(
         .ok_or_else(|| Error::Internal(format!("node {me} is not in its own ring")))?;
     let peers: Vec<(Member, Fragment)> =
         frags.into_iter().filter(|(m, _)| m.node_id != me).collect();
-    let own_run = async { node.fragment_batches(&own).await };
+    let own_run = async { cluster.fragment_batches(&own).await };
     let peer_runs = futures::future::join_all(
         peers
             .iter()
-            .map(|(m, f)| run_on_peer(node, m, f, std::slice::from_ref(&meta))),
+            .map(|(m, f)| run_on_peer(cluster, m, f, std::slice::from_ref(&meta))),
     );
     let (own_rows, peer_rows) = futures::join!(own_run, peer_runs);
     let (schema, mut batches) = match own_rows {
@@ -327,7 +339,7 @@ async fn partial(
         let (rows, share) = result?;
         let mut share = share;
         share.files = f.tables[0].files.len();
-        record_share(node, &m.node_id, &share);
+        record_share(cluster, &m.node_id, &share);
         distribution.peers.insert(m.node_id.clone(), share);
         batches.extend(rows.1);
     }
@@ -338,10 +350,10 @@ async fn partial(
     let final_sql = p
         .final_sql
         .replace(PARTIALS, &format!("{BUFFER_SCHEMA}.{}", ident(&scratch)));
-    let (worker, original, final_check) = (Arc::clone(node), sql.to_string(), final_sql.clone());
+    let (worker, original, final_check) = (Arc::clone(cluster), sql.to_string(), final_sql.clone());
     let scratch_name = scratch.clone();
     let loaded = blocking(move || -> Result<Option<SchemaRef>> {
-        let conn = worker.engine.pooled()?;
+        let conn = worker.base.engine.pooled()?;
         create_scratch(&conn, &scratch_name, &schema)?;
         append_scratch(&conn, &scratch_name, &schema, batches)?;
         if conn.prepare(&final_check).is_err() {
@@ -370,22 +382,22 @@ async fn partial(
 /// Peers ship their own rows of every table the statement reads; this node adds them to its
 /// files and buffers and runs the statement itself.
 async fn gather(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     sql: &str,
     query_id: &str,
     has_parameters: bool,
     mut distribution: Distribution,
 ) -> Result<Prepared> {
-    let ring = node.ring();
-    let selected = node.select_reads(sql).await?;
+    let ring = cluster.base.ring();
+    let selected = cluster.reads.select_reads(sql).await?;
     let metas: Vec<&TableMeta> = selected.views.iter().map(|v| &v.meta).collect();
-    check_absent_nodes(node, &ring, &metas)?;
-    let me = node.config.node_id.clone();
-    let snapshot = node.catalog.snapshot();
-    let deadline = crate::system::now_ms() + node.config.peer_timeout.as_millis() as i64;
+    check_absent_nodes(cluster, &ring, &metas)?;
+    let me = cluster.base.config.node_id.clone();
+    let snapshot = cluster.base.catalog.snapshot();
+    let deadline = crate::base::now_ms() + cluster.base.config.peer_timeout.as_millis() as i64;
     let filtered = {
-        let tables = table_columns(node);
-        let aggregates = node.aggregate_functions()?;
+        let tables = table_columns(cluster);
+        let aggregates = cluster.aggregate_functions()?;
         skein_sql::plan::gather_filter(
             sql,
             PlanContext {
@@ -422,20 +434,20 @@ async fn gather(
                 signature: Bytes::new(),
                 fragments: 0,
             };
-            sign(node, &mut f);
+            sign(cluster, &mut f);
             work.push((m.clone(), f, view.meta.clone()));
         }
     }
     let results = futures::future::join_all(
         work.iter()
-            .map(|(m, f, meta)| run_on_peer(node, m, f, std::slice::from_ref(meta))),
+            .map(|(m, f, meta)| run_on_peer(cluster, m, f, std::slice::from_ref(meta))),
     )
     .await;
     distribution.fragments = work.len() as u32;
     let mut shipped: BTreeMap<u64, (TableMeta, Vec<RecordBatch>)> = BTreeMap::new();
     for ((m, _, meta), result) in work.iter().zip(results) {
         let ((_, batches), share) = result?;
-        record_share(node, &m.node_id, &share);
+        record_share(cluster, &m.node_id, &share);
         let entry = distribution.peers.entry(m.node_id.clone()).or_default();
         entry.rows += share.rows;
         entry.bytes += share.bytes;
@@ -454,10 +466,10 @@ async fn gather(
     for (id, (meta, batches)) in shipped {
         let name = format!("{prefix}_g{id}");
         let qualified = format!("{BUFFER_SCHEMA}.{}", ident(&name));
-        let worker = Arc::clone(node);
+        let worker = Arc::clone(cluster);
         let table = name.clone();
         blocking(move || {
-            let conn = worker.engine.pooled()?;
+            let conn = worker.base.engine.pooled()?;
             let defs = crate::table::column_defs(&meta.columns);
             conn.execute_batch(&format!(
                 "CREATE OR REPLACE TABLE {BUFFER_SCHEMA}.{} ({defs})",
@@ -473,7 +485,7 @@ async fn gather(
         extra.insert(id, qualified.clone());
         scratch_tables.push(qualified);
     }
-    let mut reads = node.build_reads(selected, &extra).await?;
+    let mut reads = cluster.reads.build_reads(selected, &extra).await?;
     for t in scratch_tables {
         reads.add_scratch(t);
     }
@@ -485,13 +497,22 @@ async fn gather(
     })
 }
 
-fn record_share(node: &Node, peer: &str, share: &PeerShare) {
-    node.metrics.fragments.with_label_values(&[peer]).inc();
-    node.metrics
+fn record_share(cluster: &Cluster, peer: &str, share: &PeerShare) {
+    cluster
+        .base
+        .metrics
+        .fragments
+        .with_label_values(&[peer])
+        .inc();
+    cluster
+        .base
+        .metrics
         .peer_rows
         .with_label_values(&[peer])
         .inc_by(share.rows);
-    node.metrics
+    cluster
+        .base
+        .metrics
         .peer_bytes
         .with_label_values(&[peer])
         .inc_by(share.bytes);
@@ -500,12 +521,12 @@ fn record_share(node: &Node, peer: &str, share: &PeerShare) {
 /// Runs `fragment` on peer `member`; if that fails, reads its files here instead, and fails
 /// with UNAVAILABLE if the peer holds unflushed rows of `tables`.
 async fn run_on_peer(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     member: &Member,
     fragment: &Fragment,
     tables: &[TableMeta],
 ) -> Result<(Rows, PeerShare)> {
-    let failure = match fetch(node, member, fragment).await {
+    let failure = match fetch(cluster, member, fragment).await {
         Ok((schema, batches)) => {
             let share = PeerShare {
                 rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
@@ -520,9 +541,9 @@ async fn run_on_peer(
         Err(e @ Error::Remote { .. }) => return Err(e),
         Err(e) => e,
     };
-    node.drop_peer_client(&member.address);
+    cluster.drop_peer_client(&member.address);
     tracing::warn!(peer = %member.node_id, error = %failure, query_id = %fragment.query_id, "fragment failed; reading its files on this node");
-    let (schema, batches) = read_here_instead(node, fragment, tables, &failure).await?;
+    let (schema, batches) = read_here_instead(cluster, fragment, tables, &failure).await?;
     let share = PeerShare {
         retried: true,
         ..PeerShare::default()
@@ -536,7 +557,7 @@ async fn run_on_peer(
 /// buffers can be read nowhere else: if its marks say it holds unflushed rows of one of
 /// `tables`, the answer is UNAVAILABLE naming it, never an answer without them.
 async fn read_here_instead(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     fragment: &Fragment,
     tables: &[TableMeta],
     failure: &Error,
@@ -546,7 +567,7 @@ async fn read_here_instead(
         node: peer.clone(),
         reason,
     };
-    if let Some(m) = node.membership() {
+    if let Some(m) = cluster.base.membership() {
         // Read fresh: a mark is cleared only after the commit of the rows it stood for, so
         // once it is seen cleared, the catalog read after it holds those rows.
         let marked: BTreeSet<u64> = m.unflushed_of(&peer).await.map_err(|e| {
@@ -563,15 +584,15 @@ async fn read_here_instead(
             )));
         }
     }
-    if node.catalog.is_shared() {
-        node.refresh_catalog().await.map_err(|e| {
+    if cluster.base.catalog.is_shared() {
+        cluster.ddl.refresh_catalog().await.map_err(|e| {
             unavailable(format!(
                 "its part of the query failed ({failure}) and the files it committed since the \
                  query was planned cannot be read from the catalog ({e})"
             ))
         })?;
     }
-    let snapshot = node.catalog.snapshot();
+    let snapshot = cluster.base.catalog.snapshot();
     let mut retry = fragment.clone();
     for slice in &mut retry.tables {
         if slice.own_rows
@@ -589,26 +610,26 @@ async fn read_here_instead(
         }
         slice.own_rows = false;
     }
-    retry.node_id = node.config.node_id.clone();
-    node.fragment_batches(&retry).await
+    retry.node_id = cluster.base.config.node_id.clone();
+    cluster.fragment_batches(&retry).await
 }
 
-/// A fragment planned for another node, redeemed on this one (clients exist that fetch every
+/// A fragment planned for another cluster, redeemed on this one (clients exist that fetch every
 /// endpoint from the node they are connected to, whatever its location says). Its rows are the
 /// planned node's, so they are fetched from there and passed on; if that node cannot be reached,
 /// they are read here as after any failed fragment (or the answer is UNAVAILABLE naming it).
 pub(crate) async fn redeem_for_peer(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     fragment: &Fragment,
 ) -> Result<(
     SchemaRef,
     futures::stream::BoxStream<'static, Result<RecordBatch>>,
 )> {
-    let ring = node.ring();
+    let ring = cluster.base.ring();
     let tables: Vec<TableMeta> = fragment
         .tables
         .iter()
-        .filter_map(|s| node.table_by_id(s.table_id).map(|rt| rt.meta()))
+        .filter_map(|s| cluster.base.table_by_id(s.table_id).map(|rt| rt.meta()))
         .collect();
     let failure = match ring.member(&fragment.node_id) {
         None => Error::PeerUnavailable {
@@ -617,18 +638,18 @@ pub(crate) async fn redeem_for_peer(
         },
         Some(member) => {
             let member = member.clone();
-            match forward(node, &member, fragment).await {
+            match forward(cluster, &member, fragment).await {
                 Ok(forwarded) => return Ok(forwarded),
                 Err(e @ Error::Remote { .. }) => return Err(e),
                 Err(e) => {
-                    node.drop_peer_client(&member.address);
+                    cluster.drop_peer_client(&member.address);
                     e
                 }
             }
         }
     };
     tracing::warn!(peer = %fragment.node_id, error = %failure, query_id = %fragment.query_id, "a fragment redeemed here for an unreachable node; reading its files on this node");
-    let (schema, batches) = read_here_instead(node, fragment, &tables, &failure).await?;
+    let (schema, batches) = read_here_instead(cluster, fragment, &tables, &failure).await?;
     Ok((
         schema,
         futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
@@ -637,7 +658,7 @@ pub(crate) async fn redeem_for_peer(
 
 /// Starts `fragment` on `member` within the peer deadline and streams its rows.
 async fn forward(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     member: &Member,
     fragment: &Fragment,
 ) -> Result<(
@@ -646,19 +667,19 @@ async fn forward(
 )> {
     let peer = member.node_id.clone();
     let work = async {
-        let client = node.peer_client(&member.address).await?;
+        let client = cluster.peer_client(&member.address).await?;
         client
             .fetch_ticket_with_schema(fragment_ticket(fragment))
             .await
             .map_err(|e| peer_error(&member.node_id, e))
     };
-    let (schema, stream) = tokio::time::timeout(node.config.peer_timeout, work)
+    let (schema, stream) = tokio::time::timeout(cluster.base.config.peer_timeout, work)
         .await
         .map_err(|_| Error::PeerUnavailable {
             node: peer.clone(),
             reason: format!(
                 "no answer within --peer-timeout ({:?})",
-                node.config.peer_timeout
+                cluster.base.config.peer_timeout
             ),
         })??;
     let stream = stream.map_err(move |e| peer_error(&peer, e)).boxed();
@@ -667,7 +688,7 @@ async fn forward(
 
 /// Fetches a fragment's rows from a peer within the peer deadline.
 async fn fetch(
-    node: &Arc<Node>,
+    cluster: &Arc<Cluster>,
     member: &Member,
     fragment: &Fragment,
 ) -> Result<(Option<SchemaRef>, Vec<RecordBatch>)> {
@@ -676,7 +697,7 @@ async fn fetch(
         reason,
     };
     let work = async {
-        let mut client = node.peer_client(&member.address).await?;
+        let mut client = cluster.peer_client(&member.address).await?;
         let request_id = crate::auth::request_id();
         if !request_id.is_empty() {
             client = client.with_header(crate::auth::REQUEST_ID_HEADER, &request_id);
@@ -691,18 +712,18 @@ async fn fetch(
             .map_err(|e| peer_error(&member.node_id, e))?;
         Ok::<_, Error>((None, batches))
     };
-    match tokio::time::timeout(node.config.peer_timeout, work).await {
+    match tokio::time::timeout(cluster.base.config.peer_timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(unavailable(format!(
             "no answer within --peer-timeout ({:?})",
-            node.config.peer_timeout
+            cluster.base.config.peer_timeout
         ))),
     }
 }
 
 /// A peer's error: the caller's mistakes pass through with their code, the rest is the peer
 /// being unavailable.
-fn peer_error(node: &str, e: skein_client::Error) -> Error {
+fn peer_error(peer: &str, e: skein_client::Error) -> Error {
     use tonic::Code;
     match e.code() {
         Some(
@@ -715,12 +736,12 @@ fn peer_error(node: &str, e: skein_client::Error) -> Error {
             | Code::ResourceExhausted
             | Code::Cancelled),
         ) => Error::Remote {
-            node: node.to_string(),
+            node: peer.to_string(),
             code,
             message: e.to_string(),
         },
         _ => Error::PeerUnavailable {
-            node: node.to_string(),
+            node: peer.to_string(),
             reason: e.to_string(),
         },
     }

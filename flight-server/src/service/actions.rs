@@ -115,6 +115,7 @@ fn table_body(body: &[u8], action: &str) -> Result<String> {
 fn tables_named(node: &Arc<Node>, name: &str) -> Result<Vec<Arc<crate::table::TableRuntime>>> {
     if name.is_empty() {
         return Ok(node
+            .base
             .list_tables()
             .into_iter()
             .filter(|(m, _)| crate::auth::require_table(&m.name).is_ok())
@@ -146,7 +147,7 @@ fn cancel_info(node: &Node, info: &FlightInfo) -> bool {
             // stops its own (peers stop theirs when the client drops their streams).
             if let Ok(f) = <skein_proto::Fragment as prost::Message>::decode(any_msg.value.as_ref())
             {
-                any |= node.queries.cancel(&f.query_id);
+                any |= node.reads.queries.cancel(&f.query_id);
             }
             continue;
         }
@@ -154,7 +155,7 @@ fn cancel_info(node: &Node, info: &FlightInfo) -> bool {
             continue;
         };
         if let Ok(t) = StatementTicket::decode(&stmt.statement_handle) {
-            any |= node.queries.cancel(&t.query_id);
+            any |= node.reads.queries.cancel(&t.query_id);
         }
     }
     any
@@ -191,12 +192,12 @@ fn single(body: Bytes) -> DoActionStream {
 /// the configured listen address, or the address the request arrived on when the configured one
 /// names port 0 or no particular interface.
 fn nodes(node: &Node, local_addr: Option<SocketAddr>) -> DoActionStream {
-    let listen = node.config.listen;
+    let listen = node.base.config.listen;
     let address = match local_addr {
         Some(local) if listen.port() == 0 || listen.ip().is_unspecified() => local,
         _ => listen,
     };
-    let ring = node.ring();
+    let ring = node.base.ring();
     if ring.len() > 1 {
         let results: Vec<_> = ring
             .members()
@@ -216,7 +217,7 @@ fn nodes(node: &Node, local_addr: Option<SocketAddr>) -> DoActionStream {
         return Box::pin(futures::stream::iter(results));
     }
     let member = serde_json::json!({
-        "node_id": node.config.node_id,
+        "node_id": node.base.config.node_id,
         "address": address.to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "state": "serving",
@@ -253,7 +254,7 @@ pub(crate) async fn fallback(
             crate::auth::require(crate::auth::Role::Writer, "flush")?;
             let table = table_body(&action.body, "flush")?;
             for rt in tables_named(node, &table)? {
-                node.flush_table(&rt).await?;
+                node.writes.flush_table(&rt).await?;
             }
             let flushed = if table.is_empty() {
                 "*"
@@ -268,7 +269,7 @@ pub(crate) async fn fallback(
             let table = table_body(&action.body, "compact")?;
             let mut results = Vec::new();
             for rt in tables_named(node, &table)? {
-                let report = node.compact_table(&rt).await?;
+                let report = node.maintenance.compact_table(&rt).await?;
                 results.push(Ok(arrow_flight::Result {
                     body: json_result(&report)?,
                 }));
@@ -288,16 +289,17 @@ pub(crate) async fn fallback(
                     "the forget_node action's body must be JSON {{\"node\": \"<node id>\"}}: {e}"
                 ))
             })?;
-            let tables = node.forget_node(&request.node).await?;
+            let tables = node.cluster.forget_node(&request.node).await?;
             let body = serde_json::json!({ "node": request.node, "tables": tables });
             Ok(single(Bytes::from(body.to_string())))
         }
         SNAPSHOT => {
             crate::auth::require(crate::auth::Role::Admin, "take catalog snapshots")?;
-            Ok(single(json_result(&node.take_snapshot().await?)?))
+            Ok(single(json_result(&node.ddl.take_snapshot().await?)?))
         }
         SNAPSHOTS => {
             let results = node
+                .ddl
                 .list_snapshots()
                 .await?
                 .iter()
@@ -316,6 +318,7 @@ pub(crate) async fn fallback(
                 ))
             })?;
             let plan = node
+                .ddl
                 .restore_snapshot(&request.snapshot, request.dry_run)
                 .await?;
             let mut body = serde_json::to_value(&plan)

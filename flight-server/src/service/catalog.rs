@@ -70,20 +70,20 @@ fn one(batch: RecordBatch) -> FlightDataStream {
 
 pub(crate) fn catalogs(node: &Node, query: CommandGetCatalogs) -> Result<FlightDataStream> {
     let mut builder: GetCatalogsBuilder = query.into_builder();
-    builder.append(node.engine.catalog_name());
+    builder.append(node.base.engine.catalog_name());
     Ok(one(builder.build()?))
 }
 
 pub(crate) fn schemas(node: &Node, query: CommandGetDbSchemas) -> Result<FlightDataStream> {
     let mut builder = query.into_builder();
-    builder.append(node.engine.catalog_name(), SCHEMA);
+    builder.append(node.base.engine.catalog_name(), SCHEMA);
     Ok(one(builder.build()?))
 }
 
 pub(crate) fn tables(node: &Node, query: CommandGetTables) -> Result<FlightDataStream> {
     let mut builder = query.into_builder();
-    let catalog = node.engine.catalog_name();
-    for (meta, rt) in node.list_tables() {
+    let catalog = node.base.engine.catalog_name();
+    for (meta, rt) in node.base.list_tables() {
         if !crate::auth::may_use(&meta.name) {
             continue;
         }

@@ -59,7 +59,7 @@ async fn target(
 ) -> Result<Arc<TableRuntime>> {
     crate::auth::require(crate::auth::Role::Writer, "ingest")?;
     crate::auth::require_table(table)?;
-    node.take_in_changes().await;
+    node.ddl.take_in_changes().await;
     match node.table(table) {
         Ok(rt) => match mode.exists {
             OnExists::Fail => Err(Error::TableExists {
@@ -98,7 +98,7 @@ async fn load(
     mode: Mode,
     stream: PeekableFlightDataStream,
 ) -> Result<i64> {
-    let stream = crate::ipc_guard::guarded(stream, node.config.max_message_bytes);
+    let stream = crate::ipc_guard::guarded(stream, node.base.config.max_message_bytes);
     let mut decoder = FlightDataDecoder::new(stream.map_err(|s| FlightError::Tonic(Box::new(s))));
     let mut accepted: u64 = 0;
     let mut state: Option<(SchemaRef, Arc<TableRuntime>)> = None;
@@ -146,7 +146,7 @@ async fn load(
                     FlightError::Tonic(status) => status.message().to_string(),
                     other => other.to_string(),
                 };
-                failed = Some(stream_error(&message, node.config.max_message_bytes));
+                failed = Some(stream_error(&message, node.base.config.max_message_bytes));
                 break;
             }
         };
@@ -221,13 +221,13 @@ fn stream_error(message: &str, limit: usize) -> Error {
 
 /// A slot for one ingest stream, or RESOURCE_EXHAUSTED.
 fn ingest_slot(node: &Node) -> Result<tokio::sync::OwnedSemaphorePermit> {
-    Arc::clone(&node.ingest_slots)
+    Arc::clone(&node.writes.ingest_slots)
         .try_acquire_owned()
         .map_err(|_| {
             Error::ResourceExhausted(format!(
                 "{} ingest streams are open, the most this node takes at once \
                  (--max-ingest-streams); try again shortly",
-                node.config.max_ingest_streams
+                node.base.config.max_ingest_streams
             ))
         })
 }
@@ -263,7 +263,7 @@ pub(crate) async fn statement_ingest(
             "schema {s:?} does not exist; tables live in \"main\""
         )));
     }
-    let catalog = node.engine.catalog_name();
+    let catalog = node.base.engine.catalog_name();
     if let Some(c) = cmd
         .catalog
         .as_deref()
@@ -306,7 +306,7 @@ pub(crate) async fn descriptor_put(
         Some(Err(status)) => {
             return Err(stream_error(
                 status.message(),
-                node.config.max_message_bytes,
+                node.base.config.max_message_bytes,
             ));
         }
         None => None,

@@ -14,9 +14,10 @@ use futures::TryStreamExt;
 
 use super::FlightDataStream;
 use super::query::{checked, query_schema, run, statement_info};
+use crate::base::blocking;
 use crate::engine::arrow_schema_of_types;
 use crate::error::{Error, Result};
-use crate::node::{Node, blocking};
+use crate::node::Node;
 use crate::params;
 
 /// The user calling, who owns the prepared statements they create.
@@ -35,19 +36,23 @@ pub(crate) async fn create(
     sql: String,
 ) -> Result<ActionCreatePreparedStatementResult> {
     let plan = checked(node, &sql).await?;
-    node.catch_up().await;
+    node.ddl.catch_up().await;
     let is_query = plan.is_query();
     let worker = Arc::clone(node);
     let text = plan.query_text(&sql).to_string();
     let (dataset, parameters) = blocking(move || {
-        let conn = worker.engine.pooled()?;
+        let conn = worker.base.engine.pooled()?;
         let dataset = if is_query {
             Some(query_schema(&conn, &plan, &text)?)
         } else {
             None
         };
         // Parameter types as DuckDB infers them; unknown ones are Null.
-        let types = worker.engine.parameter_types(&text).unwrap_or_default();
+        let types = worker
+            .base
+            .engine
+            .parameter_types(&text)
+            .unwrap_or_default();
         let known: Vec<(String, String)> = types
             .iter()
             .enumerate()
@@ -69,7 +74,7 @@ pub(crate) async fn create(
         Ok((dataset, Schema::new(fields)))
     })
     .await?;
-    let handle = node.prepared.insert(caller().as_deref(), sql, is_query)?;
+    let handle = node.prepared.insert(caller().as_deref(), sql)?;
     Ok(ActionCreatePreparedStatementResult {
         prepared_statement_handle: Bytes::from(handle),
         dataset_schema: match dataset {
@@ -86,7 +91,7 @@ async fn read_parameters(
     node: &Arc<Node>,
     stream: PeekableFlightDataStream,
 ) -> Result<Vec<RecordBatch>> {
-    let limit = node.config.max_message_bytes;
+    let limit = node.base.config.max_message_bytes;
     let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         crate::ipc_guard::guarded(stream, limit)
             .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
@@ -147,7 +152,7 @@ pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightData
         )));
     }
     let query_id = uuid::Uuid::new_v4().to_string();
-    node.queries.issue(&query_id);
+    node.reads.queries.issue(&query_id);
     run(node, query_id, p.sql, rows.pop().unwrap_or_default()).await
 }
 

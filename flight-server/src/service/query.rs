@@ -19,12 +19,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::FlightDataStream;
+use crate::base::blocking;
 use crate::engine::{explain_schema, result_schema};
 use crate::error::{Error, Result};
-use crate::node::{Node, blocking};
+use crate::node::Node;
 use crate::params;
+use crate::read::system::Distribution;
 use crate::sql::{Plan, checked_plan};
-use crate::system::Distribution;
 use crate::ticket::StatementTicket;
 use skein_sql::plan::Shape;
 
@@ -64,15 +65,15 @@ const INLINE_CHECK_BYTES: usize = 16 * 1024;
 /// [`checked_plan`] for the caller of the request being served: every statement, ticket and
 /// handle passes here before DuckDB runs any of it.
 pub(crate) async fn checked(node: &Arc<Node>, sql: &str) -> Result<Plan> {
-    node.check_identity()?;
+    node.writes.check_identity()?;
     let caller = crate::auth::current();
     if sql.len() <= INLINE_CHECK_BYTES {
-        let engine = &node.engine;
+        let engine = &node.base.engine;
         return checked_plan(engine.parser(), sql, engine.catalog_name(), caller.as_ref());
     }
     let (node, sql) = (Arc::clone(node), sql.to_string());
     blocking(move || {
-        let engine = &node.engine;
+        let engine = &node.base.engine;
         checked_plan(
             engine.parser(),
             &sql,
@@ -100,7 +101,7 @@ pub(crate) async fn statement_info(
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
     let plan = checked(node, sql).await?;
-    node.catch_up().await;
+    node.ddl.catch_up().await;
     let query_id = uuid::Uuid::new_v4().to_string();
     if !plan.is_query() {
         let count = node.execute_update(sql, parameters).await?;
@@ -118,28 +119,28 @@ pub(crate) async fn statement_info(
     // A result schema depends only on the catalog: dashboards repeat their queries, and finding
     // the schema costs DuckDB a whole statement.
     let cache_key = (!unparsed && parameters.is_empty())
-        .then(|| (node.catalog.snapshot().version, sql.to_string()));
-    let cached = cache_key.as_ref().and_then(|k| node.schemas.get(k));
+        .then(|| (node.base.catalog.snapshot().version, sql.to_string()));
+    let cached = cache_key.as_ref().and_then(|k| node.reads.schemas.get(k));
     let schema = match cached {
         Some(schema) => schema,
         None => {
             let (engine_node, text, plan) = (Arc::clone(node), sql.to_string(), plan);
             let schema = blocking(move || {
-                let conn = engine_node.engine.pooled()?;
+                let conn = engine_node.base.engine.pooled()?;
                 query_schema(&conn, &plan, &text)
             })
             .await?;
             if let Some(k) = cache_key {
-                node.schemas.put(k, Arc::clone(&schema));
+                node.reads.schemas.put(k, Arc::clone(&schema));
             }
             schema
         }
     };
     let parameters = params::to_ipc(&parameters)?;
     if !unparsed
-        && node.config.scatter_endpoints
+        && node.base.config.scatter_endpoints
         && let Shape::Scatter { table } =
-            crate::cluster::exec::shape_of(node, sql, !parameters.is_empty())?
+            crate::cluster::exec::shape_of(&node.cluster, sql, !parameters.is_empty())?
     {
         return scatter_info(node, &table, sql, &parameters, &schema, descriptor);
     }
@@ -149,7 +150,7 @@ pub(crate) async fn statement_info(
         parameters,
         update_count: None,
     };
-    node.queries.issue(&query_id);
+    node.reads.queries.issue(&query_id);
     info_for(&ticket, &schema, descriptor)
 }
 
@@ -163,8 +164,8 @@ fn scatter_info(
     schema: &Schema,
     descriptor: FlightDescriptor,
 ) -> Result<FlightInfo> {
-    let me = node.config.node_id.clone();
-    let scheme = if node.config.tls_cert.is_some() {
+    let me = node.base.config.node_id.clone();
+    let scheme = if node.base.config.tls_cert.is_some() {
         "grpc+tls"
     } else {
         "grpc"
@@ -173,7 +174,8 @@ fn scatter_info(
         .try_with_schema(schema)?
         .with_descriptor(descriptor)
         .with_ordered(false);
-    for (member, fragment) in crate::cluster::exec::scatter_fragments(node, table, sql, parameters)?
+    for (member, fragment) in
+        crate::cluster::exec::scatter_fragments(&node.cluster, table, sql, parameters)?
     {
         let mut endpoint = FlightEndpoint::new().with_ticket(Ticket::new(
             crate::cluster::exec::fragment_ticket(&fragment),
@@ -183,7 +185,8 @@ fn scatter_info(
         }
         info = info.with_endpoint(endpoint);
     }
-    node.metrics
+    node.base
+        .metrics
         .query_shapes
         .with_label_values(&["scatter"])
         .inc();
@@ -208,18 +211,19 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
             "a fragment ticket may hold only a query; nothing ran".into(),
         ));
     }
-    if fragment.node_id != node.config.node_id {
+    if fragment.node_id != node.base.config.node_id {
         tracing::debug!(query_id = %fragment.query_id, node = %fragment.node_id, "a fragment for another node; passing it on");
-        let (schema, batches) = crate::cluster::exec::redeem_for_peer(node, &fragment).await?;
+        let (schema, batches) =
+            crate::cluster::exec::redeem_for_peer(&node.cluster, &fragment).await?;
         let batches = batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
         return Ok(encode(schema, batches.boxed()));
     }
     tracing::debug!(query_id = %fragment.query_id, coordinator = %fragment.coordinator, "running a fragment");
-    let values = crate::node::fragment_values(&fragment)?;
-    let reads = node.fragment_reads(&fragment).await?;
+    let values = crate::cluster::fragment_values(&fragment)?;
+    let reads = node.reads.fragment_reads(&fragment).await?;
     // A scatter scan's own endpoint on the node that planned it stands for the whole query.
-    let own_scatter =
-        fragment.coordinator == node.config.node_id && fragment.node_id == node.config.node_id;
+    let own_scatter = fragment.coordinator == node.base.config.node_id
+        && fragment.node_id == node.base.config.node_id;
     let distribution = Distribution {
         shape: if own_scatter { "scatter" } else { "fragment" },
         fragments: if own_scatter { fragment.fragments } else { 1 },
@@ -233,7 +237,7 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
         reads,
         expected: None,
         distribution,
-        started: (crate::system::now_ms(), std::time::Instant::now()),
+        started: (crate::base::now_ms(), std::time::Instant::now()),
     };
     execute(node, query).await
 }
@@ -271,7 +275,7 @@ struct Execution {
     /// What the query log shows (the user's statement).
     logged_sql: String,
     values: Vec<Value>,
-    reads: crate::node::ReadSet,
+    reads: crate::read::ReadSet,
     /// Names and types to give the result, if `sql` is not the user's statement.
     expected: Option<SchemaRef>,
     distribution: Distribution,
@@ -287,7 +291,7 @@ pub(crate) async fn run(
     sql: String,
     values: Vec<Value>,
 ) -> Result<FlightDataStream> {
-    let started = (crate::system::now_ms(), std::time::Instant::now());
+    let started = (crate::base::now_ms(), std::time::Instant::now());
     // A ticket or handle is the client's to alter: what it holds is checked again, for this
     // caller, exactly as a statement sent now would be.
     let plan = checked(node, &sql).await?;
@@ -301,9 +305,9 @@ pub(crate) async fn run(
     let sql = plan.query_text(&sql).to_string();
     // A cancel while the peers' fragments run stops the wait, and dropping their streams stops
     // the fragments on the peers.
-    let stop = node.queries.stop_token(&query_id);
+    let stop = node.reads.queries.stop_token(&query_id);
     let prepared = tokio::select! {
-        prepared = crate::cluster::exec::prepare(node, &sql, &query_id, !values.is_empty()) => prepared?,
+        prepared = crate::cluster::exec::prepare(&node.cluster, &sql, &query_id, !values.is_empty()) => prepared?,
         () = stop.cancelled() => return Err(Error::Cancelled(query_id)),
     };
     let query = match prepared {
@@ -318,7 +322,7 @@ pub(crate) async fn run(
             started,
         },
         None => Execution {
-            reads: node.prepare_reads(&sql).await?,
+            reads: node.reads.prepare_reads(&sql).await?,
             query_id,
             sql: sql.clone(),
             logged_sql: sql,
@@ -354,13 +358,13 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
     let holder = (distribution.shape != "fragment")
         .then(crate::auth::slot_holder)
         .flatten();
-    let slot = node.query_slots.acquire(holder)?;
+    let slot = node.reads.slots.acquire(holder)?;
     // Set when the query fails after its schema went out (its reader stalled, say): the
     // stream ends in this error after what was sent, never as if complete, and setting it
     // never waits for a reader.
     let failed: Arc<parking_lot::Mutex<Option<Status>>> = Arc::default();
     let failed_at_end = Arc::clone(&failed);
-    let stall = node.config.stall_timeout;
+    let stall = node.base.config.stall_timeout;
     let runtime = tokio::runtime::Handle::current();
     // The connection the query runs on, while it runs: a reader that goes away before the end
     // interrupts it there and then (a fragment busy with an aggregate sends nothing for long).
@@ -370,14 +374,14 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
         finished: false,
     };
     let worker = Arc::clone(node);
-    node.metrics.queries.inc();
+    node.base.metrics.queries.inc();
     let user = crate::auth::current().map(|id| id.user);
     let request_id = crate::auth::request_id();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _span = span.enter();
         let mut schema_tx = Some(schema_tx);
-        let timer = worker.metrics.query_seconds.start_timer();
+        let timer = worker.base.metrics.query_seconds.start_timer();
         let mut sent_rows = 0u64;
         let mut sent_bytes = 0u64;
         // Hands a batch to the reader; false once it went away, an error once it took
@@ -399,11 +403,12 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
             }
         };
         let outcome = (|| -> Result<()> {
-            let mut conn = worker.engine.pooled()?;
+            let mut conn = worker.base.engine.pooled()?;
             let interrupt = conn.interrupt_handle();
             *running.lock() = Some(Arc::clone(&interrupt));
-            let timeout = worker.config.query_timeout();
+            let timeout = worker.base.config.query_timeout();
             worker
+                .reads
                 .queries
                 .start(&query_id, Arc::clone(&interrupt), timeout)?;
             let result = (|| -> Result<()> {
@@ -448,7 +453,7 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
                 Ok(())
             })();
             running.lock().take();
-            let stopped = worker.queries.finish(&query_id, &interrupt, timeout);
+            let stopped = worker.reads.queries.finish(&query_id, &interrupt, timeout);
             // The temporary views go before the connection serves anyone else.
             if !reads.is_empty() && reads.remove(&conn).is_err() {
                 conn.discard();
@@ -459,24 +464,27 @@ async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream>
             result.map_err(|e| stopped.unwrap_or(e))
         })();
         timer.observe_duration();
-        worker.query_log.record(crate::system::LoggedQuery {
-            started_ms,
-            user,
-            sql: logged_sql,
-            duration: started.elapsed(),
-            rows: sent_rows,
-            bytes: sent_bytes,
-            status: match &outcome {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!(
-                    "error: {}",
-                    e.to_string().chars().take(200).collect::<String>()
-                ),
-            },
-            query_id: query_id.clone(),
-            request_id,
-            distribution,
-        });
+        worker
+            .reads
+            .query_log
+            .record(crate::read::system::LoggedQuery {
+                started_ms,
+                user,
+                sql: logged_sql,
+                duration: started.elapsed(),
+                rows: sent_rows,
+                bytes: sent_bytes,
+                status: match &outcome {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!(
+                        "error: {}",
+                        e.to_string().chars().take(200).collect::<String>()
+                    ),
+                },
+                query_id: query_id.clone(),
+                request_id,
+                distribution,
+            });
         if let Err(e) = outcome {
             // Before the schema: the DoGet call itself fails; after it: the stream ends in error.
             match schema_tx.take() {

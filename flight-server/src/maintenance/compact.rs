@@ -11,18 +11,19 @@ use skein_compaction::{Policy, SwapError, Swapped};
 use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
-use super::reads::ReadSet;
-use super::uploads::note_of;
-use super::{Node, blocking, now_ms};
+use super::Maintenance;
+use crate::base::{blocking, now_ms};
 use crate::engine::ident;
 use crate::error::{Error, Result};
 use crate::faults::kill_point;
-use crate::layout::{WrittenFile, file_keys, write_parquet_files};
+use crate::read::ReadSet;
 use crate::table::{TableRuntime, temp_view_sql};
+use crate::write::layout::{WrittenFile, file_keys, write_parquet_files};
+use crate::write::uploads::note_of;
 
 /// What one compaction pass of a table did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct CompactionReport {
+pub(crate) struct CompactionReport {
     /// The table.
     pub table: String,
     /// Merges done, and the files they replaced.
@@ -54,24 +55,24 @@ pub(super) struct Written {
     pub rows: u64,
 }
 
-impl Node {
+impl Maintenance {
     /// The lock that serialises rewrites of one table on this node.
     pub(super) fn rewrite_lock(&self, table_id: u64) -> Arc<tokio::sync::Mutex<()>> {
         Arc::clone(self.rewrites.lock().entry(table_id).or_default())
     }
 
     /// Whether the ring gives this node the compaction of `table_id` (always, alone).
-    pub fn compacts(&self, table_id: u64) -> bool {
-        let ring = self.ring();
+    pub(crate) fn compacts(&self, table_id: u64) -> bool {
+        let ring = self.base.ring();
         match ring.owner(&format!("compaction:{table_id}")) {
-            Some(owner) => owner.node_id == self.config.node_id,
+            Some(owner) => owner.node_id == self.base.config.node_id,
             None => true,
         }
     }
 
     /// The compaction policy of the node's configuration.
     fn policy(&self) -> Policy {
-        let c = &self.config.compaction;
+        let c = &self.base.config.compaction;
         Policy {
             target_bytes: c.compaction_target_bytes,
             min_files: c.compaction_min_files,
@@ -82,7 +83,7 @@ impl Node {
     /// One compaction pass over `rt`: drops files past the retention, lays out by day the files
     /// written before the table had its time column, merges small files and deletes the
     /// objects of files retired long enough ago. Queries and ingest go on.
-    pub async fn compact_table(
+    pub(crate) async fn compact_table(
         self: &Arc<Self>,
         rt: &Arc<TableRuntime>,
     ) -> Result<CompactionReport> {
@@ -92,7 +93,7 @@ impl Node {
             table: rt.name.clone(),
             ..CompactionReport::default()
         };
-        let Some(meta) = self.current_meta(rt) else {
+        let Some(meta) = self.base.current_meta(rt) else {
             return Ok(report);
         };
         // Retention first, so that no expired row is merged into a file that lives on.
@@ -115,7 +116,7 @@ impl Node {
                 report.laid_out_files += 1;
             }
         }
-        let Some(meta) = self.current_meta(rt) else {
+        let Some(meta) = self.base.current_meta(rt) else {
             return Ok(report);
         };
         let order = meta
@@ -136,7 +137,7 @@ impl Node {
             }
         }
         report.deleted_objects = self.delete_retired(rt).await?;
-        report.files = self.current_meta(rt).map_or(0, |t| t.files.len());
+        report.files = self.base.current_meta(rt).map_or(0, |t| t.files.len());
         Ok(report)
     }
 
@@ -150,8 +151,10 @@ impl Node {
         kind: &str,
     ) -> Result<Swapped> {
         let id = rt.id;
-        let delete_after = now_ms() + self.config.compaction.compaction_grace.as_millis() as i64;
+        let delete_after =
+            now_ms() + self.base.config.compaction.compaction_grace.as_millis() as i64;
         let swapped = self
+            .base
             .catalog
             .update(|s: &mut CatalogState| -> Result<Swapped> {
                 let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
@@ -168,20 +171,22 @@ impl Node {
             })
             .await?;
         kill_point(&format!("{kind}:swapped"));
-        self.sync_meta(rt);
+        self.base.sync_meta(rt);
         {
             // After any flush under way, so that its view change does not undo this one.
             let _maintenance = rt.maintenance.lock().await;
             let meta = rt.meta();
-            let paths = self.paths(&meta)?;
+            let paths = self.base.paths(&meta)?;
             let view_rt = Arc::clone(rt);
             blocking(move || view_rt.rebuild_view(&meta, &paths)).await?;
         }
-        self.metrics
+        self.base
+            .metrics
             .rewrites
             .with_label_values(&[&rt.name, kind])
             .inc();
-        self.metrics
+        self.base
+            .metrics
             .rewritten_files
             .with_label_values(&[kind])
             .inc_by(inputs.len() as u64);
@@ -191,22 +196,23 @@ impl Node {
     /// Deletes the objects of `rt`'s retired files whose grace period is over (and that no
     /// query on this node reads), then forgets them.
     async fn delete_retired(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<usize> {
-        let Some(meta) = self.current_meta(rt) else {
+        let Some(meta) = self.base.current_meta(rt) else {
             return Ok(0);
         };
         let due: Vec<String> = skein_compaction::due_for_deletion(&meta, now_ms())
             .into_iter()
-            .filter(|k| !self.is_pinned(k))
+            .filter(|k| !self.reads.is_pinned(k))
             .collect();
         if due.is_empty() {
             return Ok(0);
         }
         for key in &due {
-            self.store.delete(key).await?;
+            self.base.store.delete(key).await?;
             kill_point("delete:object");
         }
         let id = rt.id;
-        self.catalog
+        self.base
+            .catalog
             .update(|s: &mut CatalogState| -> Result<()> {
                 if let Some(t) = s.table_by_id_mut(id) {
                     skein_compaction::forget_deleted(t, &due);
@@ -214,8 +220,8 @@ impl Node {
                 Ok(())
             })
             .await?;
-        self.sync_meta(rt);
-        self.metrics.deleted_objects.inc_by(due.len() as u64);
+        self.base.sync_meta(rt);
+        self.base.metrics.deleted_objects.inc_by(due.len() as u64);
         Ok(due.len())
     }
 
@@ -249,7 +255,8 @@ impl Node {
         let outputs = written.files.len();
         match self.land(rt, &keys, written.files, kind).await? {
             Landing::Landed => {
-                self.metrics
+                self.base
+                    .metrics
                     .rewrite_seconds
                     .with_label_values(&[kind])
                     .observe(started.elapsed().as_secs_f64());
@@ -275,7 +282,7 @@ impl Node {
         match self.swap_files(rt, inputs, outputs.clone(), kind).await {
             Ok(_) => {
                 for o in &outputs {
-                    self.uploads.end(note_of(&o.key));
+                    self.writes.uploads().end(note_of(&o.key));
                 }
                 Ok(Landing::Landed)
             }
@@ -293,8 +300,8 @@ impl Node {
     /// node's next start decides.
     pub(super) async fn discard(&self, outputs: &[FileMeta]) {
         for o in outputs {
-            match self.store.delete(&o.key).await {
-                Ok(()) => self.uploads.end(note_of(&o.key)),
+            match self.base.store.delete(&o.key).await {
+                Ok(()) => self.writes.uploads().end(note_of(&o.key)),
                 Err(e) => {
                     warn!(object_key = %o.key, error = %e, "deleting an unused rewrite output failed")
                 }
@@ -314,7 +321,7 @@ impl Node {
         values: Vec<Value>,
         reads: Option<Arc<ReadSet>>,
     ) -> Result<Written> {
-        let dir = self.tmp_dir.join(uuid::Uuid::new_v4().to_string());
+        let dir = self.writes.scratch_path();
         let out = dir.clone();
         let time_column =
             (meta.options.time_column.as_deref()).and_then(|c| meta.column(c).cloned());
@@ -340,7 +347,7 @@ impl Node {
     ) -> Result<Written> {
         let stem = format!(
             "{}-rewrite-{}",
-            self.config.node_id,
+            self.base.config.node_id,
             uuid::Uuid::new_v4().simple()
         );
         let days: Vec<Option<String>> = written.iter().map(|w| w.day.clone()).collect();
@@ -360,10 +367,11 @@ impl Node {
             rows: 0,
         };
         for (w, key) in written.into_iter().zip(keys) {
-            self.uploads
+            self.writes
+                .uploads()
                 .begin(note_of(&key), std::slice::from_ref(&key))
                 .await?;
-            let uploaded = self.store.put_file(&key, &w.path).await;
+            let uploaded = self.base.store.put_file(&key, &w.path).await;
             let bytes = match uploaded {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -397,14 +405,14 @@ impl Node {
         reads: Option<Arc<ReadSet>>,
         work: impl FnOnce(&duckdb::Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (paths, held) = self.local_copies(inputs).await?;
+        let (paths, held) = self.reads.local_copies(inputs).await?;
         let mut view_meta = meta.clone();
         view_meta.files = inputs.to_vec();
         let view = temp_view_sql(&view_meta, &paths, &[], &[]);
         let node = Arc::clone(self);
         blocking(move || {
             let _held = held;
-            let conn = node.engine.pooled()?;
+            let conn = node.base.engine.pooled()?;
             if let Some(r) = &reads {
                 r.install(&conn)?;
             }
@@ -427,17 +435,17 @@ impl Node {
 
     /// Compacts every table the ring gives this node, on the configured interval, until
     /// shutdown.
-    pub async fn run_compactor(self: Arc<Self>) {
-        let interval = self.config.compaction.compaction_interval;
+    pub(crate) async fn run_compactor(self: Arc<Self>) {
+        let interval = self.base.config.compaction.compaction_interval;
         if interval.is_zero() {
             return;
         }
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.base.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval.max(Duration::from_millis(100))) => {}
             }
-            for (meta, rt) in self.list_tables() {
+            for (meta, rt) in self.base.list_tables() {
                 if !self.compacts(meta.id) {
                     continue;
                 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use duckdb::types::Value;
 use skein_storage::FileMeta;
 
-use super::Node;
+use super::Maintenance;
 use super::compact::Landing;
 use crate::error::{Error, Result};
 use crate::sql::Rewrite;
@@ -19,15 +19,15 @@ use crate::table::TableRuntime;
 /// How often a rewrite that lost a race with another one starts again.
 const ATTEMPTS: usize = 3;
 
-impl Node {
+impl Maintenance {
     /// Runs a DELETE or UPDATE once per parameter row (once without); returns the rows it
     /// changed.
-    pub async fn rewrite_rows(
+    pub(crate) async fn rewrite_rows(
         self: &Arc<Self>,
         plan: &Rewrite,
         rows: Vec<Vec<Value>>,
     ) -> Result<i64> {
-        let rt = self.table(&plan.table)?;
+        let rt = self.base.table(&plan.table)?;
         let meta = rt.meta();
         for (c, _) in &plan.assignments {
             if meta.column(c).is_none() {
@@ -61,16 +61,17 @@ impl Node {
         let _rewriting = lock.lock().await;
         let started = Instant::now();
         // Other tables the condition reads (a subquery), installed under this table's view.
-        let mut selected = self.select_reads(&plan.pruning_sql()).await?;
+        let mut selected = self.reads.select_reads(&plan.pruning_sql()).await?;
         selected.views.retain(|v| v.meta.id != rt.id);
         let reads = Arc::new(
-            self.build_reads(selected, &std::collections::HashMap::new())
+            self.reads
+                .build_reads(selected, &std::collections::HashMap::new())
                 .await?,
         );
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let meta = self.existing_meta(rt)?;
+            let meta = self.base.existing_meta(rt)?;
             let columns: Vec<(String, String)> = meta
                 .columns
                 .iter()
@@ -124,7 +125,8 @@ impl Node {
             }
             match self.land(rt, &inputs, outputs, kind).await? {
                 Landing::Landed => {
-                    self.metrics
+                    self.base
+                        .metrics
                         .rewrite_seconds
                         .with_label_values(&[kind])
                         .observe(started.elapsed().as_secs_f64());
@@ -147,17 +149,17 @@ impl Node {
     /// returns once they are in the manifest. A node that holds some and is not reachable
     /// fails the statement: its rows could not be changed.
     async fn flush_everywhere(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<()> {
-        self.flush_table(rt).await?;
-        let Some(m) = self.membership().cloned() else {
+        self.writes.flush_table(rt).await?;
+        let Some(m) = self.base.membership().cloned() else {
             return Ok(());
         };
         if m.is_static() {
             return Ok(());
         }
-        let ring = self.ring();
-        let me = self.config.node_id.clone();
+        let ring = self.base.ring();
+        let me = self.base.config.node_id.clone();
         for member in ring.members().iter().filter(|p| p.node_id != me) {
-            let mut client = self.peer_client(&member.address).await?;
+            let mut client = self.cluster.peer_client(&member.address).await?;
             client
                 .flush(Some(&rt.name))
                 .await
@@ -184,7 +186,7 @@ impl Node {
                 }
             }
         }
-        self.catch_up().await;
+        self.ddl.catch_up().await;
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ enum Stop {
 
 /// The registry of issued and running queries, by query id.
 #[derive(Default)]
-pub struct Queries {
+pub(crate) struct Queries {
     entries: Mutex<HashMap<String, Entry>>,
     /// Registry size at which the next sweep runs: twice what the last one left, so sweeping
     /// costs O(1) per ticket.
@@ -58,7 +58,7 @@ impl std::fmt::Debug for Queries {
 
 impl Queries {
     /// Records a newly issued query id.
-    pub fn issue(&self, id: &str) {
+    pub(crate) fn issue(&self, id: &str) {
         let mut entries = self.entries.lock();
         // Finished queries leave by themselves; tickets never fetched are swept now and then.
         use std::sync::atomic::Ordering::Relaxed;
@@ -100,7 +100,7 @@ impl Queries {
 
     /// Marks the query as running on a connection that `interrupt` stops, with `timeout` (if any)
     /// counted from its first start. Fails if the query was stopped before it started.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         id: &str,
         interrupt: Arc<InterruptHandle>,
@@ -120,7 +120,7 @@ impl Queries {
 
     /// The query stopped running on `interrupt`'s connection. Returns the error it ends with
     /// if it was stopped (cancelled, or past its `timeout`).
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         id: &str,
         interrupt: &Arc<InterruptHandle>,
@@ -140,7 +140,7 @@ impl Queries {
     /// Cancelled once query `id` is stopped (CancelFlightInfo or CancelQuery): the coordinator
     /// waits for its peers' fragments under it, and stops waiting (dropping their streams, which
     /// stops them on the peers) when the client cancels.
-    pub fn stop_token(&self, id: &str) -> CancellationToken {
+    pub(crate) fn stop_token(&self, id: &str) -> CancellationToken {
         let mut entries = self.entries.lock();
         let e = entries.entry(id.to_string()).or_default();
         if e.stopped.is_some() {
@@ -151,7 +151,7 @@ impl Queries {
 
     /// Cancels the query: interrupts it if running, and refuses it if it starts later.
     /// Returns whether the id was known.
-    pub fn cancel(&self, id: &str) -> bool {
+    pub(crate) fn cancel(&self, id: &str) -> bool {
         let mut entries = self.entries.lock();
         match entries.get_mut(id) {
             Some(e) => {
@@ -170,7 +170,7 @@ impl Queries {
     /// deadline. Called on a short interval: DuckDB forgets an interrupt that arrives between two
     /// statements of a query (it clears the flag when a statement starts), so one interrupt is not
     /// enough.
-    pub fn enforce(&self) {
+    pub(crate) fn enforce(&self) {
         let now = Instant::now();
         let mut entries = self.entries.lock();
         for e in entries.values_mut().filter(|e| !e.interrupts.is_empty()) {
@@ -206,18 +206,18 @@ const SCHEMA_CACHE_ENTRIES: usize = 1024;
 /// Result schemas of recent queries, by catalog version and SQL text: a schema only changes
 /// with the catalog, whose version is part of the key.
 #[derive(Debug, Default)]
-pub struct SchemaCache {
+pub(crate) struct SchemaCache {
     entries: Mutex<HashMap<(u64, String), SchemaRef>>,
 }
 
 impl SchemaCache {
     /// The schema cached for `key`.
-    pub fn get(&self, key: &(u64, String)) -> Option<SchemaRef> {
+    pub(crate) fn get(&self, key: &(u64, String)) -> Option<SchemaRef> {
         self.entries.lock().get(key).cloned()
     }
 
     /// Remembers a schema; entries of older catalog versions go first when the cache is full.
-    pub fn put(&self, key: (u64, String), schema: SchemaRef) {
+    pub(crate) fn put(&self, key: (u64, String), schema: SchemaRef) {
         let mut entries = self.entries.lock();
         if entries.len() >= SCHEMA_CACHE_ENTRIES {
             let version = key.0;

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use skein_storage::CatalogState;
 use tracing::{info, warn};
 
-use super::Node;
+use super::Writes;
+use crate::base::blocking;
 use crate::error::{Error, Result};
 
 /// The notes of uploads not yet committed, one file per flush or rewrite.
 #[derive(Debug, Clone)]
-pub(super) struct Uploads {
+pub(crate) struct Uploads {
     dir: PathBuf,
 }
 
@@ -28,7 +29,7 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 
 impl Uploads {
     /// Opens (creating) the notes directory.
-    pub(super) fn open(dir: PathBuf) -> Result<Self> {
+    pub(crate) fn open(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         Ok(Self { dir })
     }
@@ -48,9 +49,9 @@ impl Uploads {
     /// Notes, durably, that `keys` are about to be uploaded under note `name` (a flush's file
     /// stem, a rewrite's object name), replacing an earlier note of that name. On a blocking
     /// thread: it syncs a file and the directory.
-    pub(super) async fn begin(&self, name: &str, keys: &[String]) -> Result<()> {
+    pub(crate) async fn begin(&self, name: &str, keys: &[String]) -> Result<()> {
         let (notes, name, keys) = (self.clone(), name.to_string(), keys.to_vec());
-        super::blocking(move || notes.write(&name, &keys)).await
+        blocking(move || notes.write(&name, &keys)).await
     }
 
     fn write(&self, name: &str, keys: &[String]) -> Result<()> {
@@ -69,7 +70,7 @@ impl Uploads {
     }
 
     /// Drops note `name`: its objects are in the catalog, or deleted.
-    pub(super) fn end(&self, name: &str) {
+    pub(crate) fn end(&self, name: &str) {
         if let Ok(path) = self.path(name)
             && let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -104,7 +105,7 @@ impl Uploads {
 }
 
 /// The note of a rewrite's single object `key`: its name without the extension.
-pub(super) fn note_of(key: &str) -> &str {
+pub(crate) fn note_of(key: &str) -> &str {
     let name = key.rsplit('/').next().unwrap_or(key);
     name.strip_suffix(".parquet").unwrap_or(name)
 }
@@ -116,16 +117,16 @@ fn referenced(state: &CatalogState, key: &str) -> bool {
     })
 }
 
-impl Node {
+impl Writes {
     /// Deletes the objects this node uploaded before it stopped without committing them, and
     /// returns how many. Runs on start, before any flush or rewrite of this process.
-    pub(super) async fn collect_orphans(self: &Arc<Self>) -> Result<usize> {
+    pub(crate) async fn collect_orphans(self: &Arc<Self>) -> Result<usize> {
         let mut deleted = 0;
         let notes = self.uploads.clone();
-        for (name, keys) in super::blocking(move || notes.left()).await? {
-            let state = self.catalog.snapshot();
+        for (name, keys) in blocking(move || notes.left()).await? {
+            let state = self.base.catalog.snapshot();
             for key in keys.iter().filter(|k| !referenced(&state, k)) {
-                self.store.delete(key).await?;
+                self.base.store.delete(key).await?;
                 deleted += 1;
             }
             self.uploads.end(&name);
@@ -135,7 +136,7 @@ impl Node {
                 objects = deleted,
                 "deleted objects uploaded but never committed"
             );
-            self.metrics.deleted_objects.inc_by(deleted as u64);
+            self.base.metrics.deleted_objects.inc_by(deleted as u64);
         }
         Ok(deleted)
     }

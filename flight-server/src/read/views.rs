@@ -5,56 +5,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use duckdb::Connection;
-use futures::{StreamExt, TryStreamExt};
 use skein_proto::Fragment;
-use skein_storage::{CachedFile, FileMeta, TableMeta};
+use skein_storage::{FileMeta, TableMeta};
 
-use super::Node;
+use super::Reads;
+use super::pins::Held;
 use crate::error::{Error, Result};
 use crate::table::{ReadView, TableRuntime, inner_view, temp_view_sql};
 use skein_sql::prune;
 
-/// How many objects one query downloads at once.
-const PARALLEL_DOWNLOADS: usize = 8;
-
-/// Keys of local-store objects being read, with how many readers each.
-pub(super) type PinnedKeys = Arc<parking_lot::Mutex<HashMap<String, usize>>>;
-
-/// Files a query reads, kept until it ends: cache entries (a remote store), or pins on the
-/// local store's objects.
-#[derive(Debug)]
-pub(super) enum Held {
-    /// Local copies of remote objects.
-    Cached(#[allow(dead_code)] Vec<CachedFile>),
-    /// Objects of the local store.
-    Pinned(#[allow(dead_code)] FilePins),
-}
-
-/// Pins on local-store objects, released when dropped.
-#[derive(Debug)]
-pub(super) struct FilePins {
-    keys: Vec<String>,
-    pinned: PinnedKeys,
-}
-
-impl Drop for FilePins {
-    fn drop(&mut self) {
-        let mut pinned = self.pinned.lock();
-        for k in &self.keys {
-            if let Some(n) = pinned.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    pinned.remove(k);
-                }
-            }
-        }
-    }
-}
-
 /// What one query reads: temporary views to create on its connection, and what they need kept
 /// alive until it ends (local copies of files, buffer generations).
 #[derive(Debug, Default)]
-pub struct ReadSet {
+pub(crate) struct ReadSet {
     views: Vec<(u64, String)>,
     /// System tables the statement names, and the statements that fill them.
     system: Vec<&'static str>,
@@ -64,13 +27,13 @@ pub struct ReadSet {
     /// Tables of rows shipped from other nodes, dropped when the query ends.
     scratch: Vec<String>,
     /// Files read, and files skipped by pruning.
-    pub files_read: usize,
-    pub files_pruned: usize,
+    pub(crate) files_read: usize,
+    pub(crate) files_pruned: usize,
 }
 
 impl ReadSet {
     /// Creates the temporary views on `conn`.
-    pub fn install(&self, conn: &Connection) -> Result<()> {
+    pub(crate) fn install(&self, conn: &Connection) -> Result<()> {
         for sql in &self.system_sql {
             conn.execute_batch(sql)?;
         }
@@ -81,8 +44,8 @@ impl ReadSet {
     }
 
     /// Removes them again, so that the connection can serve another query.
-    pub fn remove(&self, conn: &Connection) -> Result<()> {
-        for sql in crate::system::drop_statements(&self.system) {
+    pub(crate) fn remove(&self, conn: &Connection) -> Result<()> {
+        for sql in crate::read::system::drop_statements(&self.system) {
             conn.execute_batch(&sql)?;
         }
         for (id, _) in &self.views {
@@ -98,28 +61,28 @@ impl ReadSet {
     }
 
     /// Whether there is anything to install.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.views.is_empty() && self.system.is_empty() && self.scratch.is_empty()
     }
 
     /// Drops `table` (in the internal schema) with the rest when the query ends.
-    pub fn add_scratch(&mut self, table: String) {
+    pub(crate) fn add_scratch(&mut self, table: String) {
         self.scratch.push(table);
     }
 }
 
 /// The tables a query reads: consistent read views, and the filters on them.
 #[derive(Debug)]
-pub struct Selected {
+pub(crate) struct Selected {
     /// One read view per table read.
-    pub views: Vec<ReadView>,
+    pub(crate) views: Vec<ReadView>,
     filters: HashMap<String, prune::Filter>,
     system: ReadSet,
 }
 
 impl Selected {
     /// The files of `view` the query's filters keep.
-    pub fn kept_files(&self, view: &ReadView) -> Vec<FileMeta> {
+    pub(crate) fn kept_files(&self, view: &ReadView) -> Vec<FileMeta> {
         let filter = self
             .filters
             .get(&view.meta.name.to_lowercase())
@@ -134,20 +97,20 @@ impl Selected {
     }
 }
 
-impl Node {
+impl Reads {
     /// Gets ready to run `sql`: takes in other nodes' catalog changes, then for every table the
     /// statement may name, a consistent read view, pruned by the statement's filters, with
     /// every file it keeps available locally.
-    pub async fn prepare_reads(self: &Arc<Self>, sql: &str) -> Result<ReadSet> {
+    pub(crate) async fn prepare_reads(self: &Arc<Self>, sql: &str) -> Result<ReadSet> {
         let selected = self.select_reads(sql).await?;
         self.build_reads(selected, &HashMap::new()).await
     }
 
     /// Takes in other nodes' catalog changes, then picks the tables `sql` may name (with a read
     /// view of each) and the filters on them.
-    pub async fn select_reads(self: &Arc<Self>, sql: &str) -> Result<Selected> {
-        if self.catalog.is_shared()
-            && let Err(e) = self.refresh_catalog_if_idle().await
+    pub(crate) async fn select_reads(self: &Arc<Self>, sql: &str) -> Result<Selected> {
+        if self.base.catalog.is_shared()
+            && let Err(e) = self.ddl.refresh_catalog_if_idle().await
         {
             // Serve what this node knows; the error is logged and counted by the refresh.
             tracing::debug!(error = %e, "catalog refresh before a query failed");
@@ -158,8 +121,8 @@ impl Node {
         let system = self.system_tables(&lower, words.as_ref());
         // Runtimes only: cloning every table's metadata per query would cost with the files.
         let named: Vec<Arc<TableRuntime>> = {
-            let snapshot = self.catalog.snapshot();
-            let tables = self.tables.read();
+            let snapshot = self.base.catalog.snapshot();
+            let tables = self.base.tables.read();
             snapshot
                 .tables
                 .values()
@@ -200,7 +163,8 @@ impl Node {
             });
         }
         for v in &views {
-            self.metrics
+            self.base
+                .metrics
                 .table_requests
                 .with_label_values(&[&v.meta.name, "query"])
                 .inc();
@@ -215,7 +179,7 @@ impl Node {
     /// The read set of `selected`: every kept file available locally, and per table a
     /// temporary view over them, the buffer generations, and the relations in `extra` (rows
     /// other nodes shipped, by table id).
-    pub async fn build_reads(
+    pub(crate) async fn build_reads(
         self: &Arc<Self>,
         selected: Selected,
         extra: &HashMap<u64, String>,
@@ -228,8 +192,11 @@ impl Node {
             set.files_read += files.len();
             kept.push((i, files));
         }
-        self.metrics.files_read.inc_by(set.files_read as u64);
-        self.metrics.files_pruned.inc_by(set.files_pruned as u64);
+        self.base.metrics.files_read.inc_by(set.files_read as u64);
+        self.base
+            .metrics
+            .files_pruned
+            .inc_by(set.files_pruned as u64);
         let mut paths_of: Vec<Vec<String>> = Vec::with_capacity(kept.len());
         for (_, files) in &kept {
             let (paths, cached) = self.local_copies(files).await?;
@@ -257,33 +224,33 @@ impl Node {
     /// slice, the files it lists and, if asked, this node's own rows the coordinator's file
     /// list does not hold: buffer generations past the flushed position it knew, and files of
     /// this node committed after it.
-    pub async fn fragment_reads(self: &Arc<Self>, fragment: &Fragment) -> Result<ReadSet> {
+    pub(crate) async fn fragment_reads(self: &Arc<Self>, fragment: &Fragment) -> Result<ReadSet> {
         let planned = (fragment.catalog_epoch, fragment.catalog_version);
-        if self.catalog.is_shared() {
-            let known = self.catalog.snapshot();
+        if self.base.catalog.is_shared() {
+            let known = self.base.catalog.snapshot();
             if planned > (known.epoch, known.version)
                 // A table the catalog may know already while its runtime is still being
                 // opened (a refresh under way): waiting for the refresh lock covers both.
                 || fragment
                     .tables
                     .iter()
-                    .any(|t| self.table_by_id(t.table_id).is_none())
+                    .any(|t| self.base.table_by_id(t.table_id).is_none())
             {
-                self.refresh_catalog().await?;
+                self.ddl.refresh_catalog().await?;
             }
         }
-        let me = self.config.node_id.as_str();
+        let me = self.base.config.node_id.as_str();
         let mut set = ReadSet::default();
         let mut pending: Vec<(ReadView, Vec<FileMeta>, Vec<u64>)> = Vec::new();
         for slice in &fragment.tables {
-            let rt = self.table_by_id(slice.table_id).ok_or_else(|| {
+            let rt = self.base.table_by_id(slice.table_id).ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "fragment of query {} names table id {} that node {me} does not know",
                     fragment.query_id, slice.table_id
                 ))
             })?;
             let view = rt.read_view()?;
-            let known = self.catalog.snapshot();
+            let known = self.base.catalog.snapshot();
             let newest = known.table_by_id(slice.table_id);
             let mut files = Vec::with_capacity(slice.files.len());
             for key in &slice.files {
@@ -344,7 +311,7 @@ impl Node {
 
     /// The system tables `sql` (lower-cased) names, filled from the node's state now.
     fn system_tables(&self, lower: &str, words: Option<&HashSet<String>>) -> ReadSet {
-        let wanted: Vec<&'static str> = crate::system::NAMES
+        let wanted: Vec<&'static str> = crate::read::system::NAMES
             .iter()
             .copied()
             .filter(|n| match words {
@@ -355,11 +322,11 @@ impl Node {
         if wanted.is_empty() {
             return ReadSet::default();
         }
-        let listed = self.list_tables();
+        let listed = self.base.list_tables();
         let tables = || {
             listed
                 .iter()
-                .map(|(m, rt)| crate::system::TableRow {
+                .map(|(m, rt)| crate::read::system::TableRow {
                     name: m.name.clone(),
                     file_rows: m.file_rows(),
                     files: m.files.len() as u64,
@@ -367,7 +334,7 @@ impl Node {
                     buffered_rows: rt.level().total_rows,
                     columns: m.columns.len() as u64,
                     created_ms: m.created_at_ms,
-                    flush: self.flush_limits(rt),
+                    flush: crate::write::flush::flush_limits(&self.base.config.flush, rt),
                     time_column: m.options.time_column.clone(),
                     retention_ms: m.options.retention_ms,
                     retired_files: m.retired.len() as u64,
@@ -378,7 +345,7 @@ impl Node {
             listed
                 .iter()
                 .flat_map(|(m, _)| {
-                    m.files.iter().map(|f| crate::system::FileRow {
+                    m.files.iter().map(|f| crate::read::system::FileRow {
                         table: m.name.clone(),
                         key: f.key.clone(),
                         rows: f.rows,
@@ -390,7 +357,8 @@ impl Node {
                 .collect()
         };
         let nodes = || self.node_rows();
-        let system_sql = crate::system::statements(&wanted, tables, files, nodes, &self.query_log);
+        let system_sql =
+            crate::read::system::statements(&wanted, tables, files, nodes, &self.query_log);
         ReadSet {
             system: wanted,
             system_sql,
@@ -399,14 +367,18 @@ impl Node {
     }
 
     /// The cluster's members, and nodes out of it that still hold unflushed rows.
-    fn node_rows(&self) -> Vec<crate::system::NodeRow> {
-        let ring = self.ring();
-        let marks = self.membership().map(|m| m.unflushed()).unwrap_or_default();
-        let me = &self.config.node_id;
-        let mut rows: Vec<crate::system::NodeRow> = ring
+    fn node_rows(&self) -> Vec<crate::read::system::NodeRow> {
+        let ring = self.base.ring();
+        let marks = self
+            .base
+            .membership()
+            .map(|m| m.unflushed())
+            .unwrap_or_default();
+        let me = &self.base.config.node_id;
+        let mut rows: Vec<crate::read::system::NodeRow> = ring
             .members()
             .iter()
-            .map(|m| crate::system::NodeRow {
+            .map(|m| crate::read::system::NodeRow {
                 node_id: m.node_id.clone(),
                 address: m.address.clone(),
                 version: m.version.clone(),
@@ -414,26 +386,26 @@ impl Node {
                 started_ms: m.started_ms,
                 is_self: &m.node_id == me,
                 unflushed_tables: if &m.node_id == me {
-                    self.unflushed_tables().len() as u64
+                    self.base.unflushed_tables().len() as u64
                 } else {
                     marks.get(&m.node_id).map_or(0, |t| t.len() as u64)
                 },
             })
             .collect();
         if rows.is_empty() {
-            rows.push(crate::system::NodeRow {
+            rows.push(crate::read::system::NodeRow {
                 node_id: me.clone(),
-                address: self.config.listen.to_string(),
+                address: self.base.config.listen.to_string(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 state: "up".to_string(),
                 started_ms: 0,
                 is_self: true,
-                unflushed_tables: self.unflushed_tables().len() as u64,
+                unflushed_tables: self.base.unflushed_tables().len() as u64,
             });
         }
         for (id, tables) in marks {
             if !tables.is_empty() && ring.member(&id).is_none() {
-                rows.push(crate::system::NodeRow {
+                rows.push(crate::read::system::NodeRow {
                     node_id: id,
                     address: String::new(),
                     version: String::new(),
@@ -445,46 +417,5 @@ impl Node {
             }
         }
         rows
-    }
-
-    /// Local paths of `files`, fetching them into the cache if the store is remote.
-    pub(super) async fn local_copies(&self, files: &[FileMeta]) -> Result<(Vec<String>, Held)> {
-        let Some(cache) = &self.cache else {
-            let paths = self.local_paths(files)?;
-            return Ok((paths, Held::Pinned(self.pin_files(files))));
-        };
-        let store = Arc::clone(&self.store);
-        let cached: Vec<CachedFile> = futures::stream::iter(files.iter().cloned())
-            .map(|f| {
-                let (cache, store) = (Arc::clone(cache), Arc::clone(&store));
-                async move { cache.get(store.as_ref(), &f).await }
-            })
-            .buffered(PARALLEL_DOWNLOADS)
-            .try_collect()
-            .await?;
-        let paths = cached
-            .iter()
-            .map(|c| c.path().display().to_string())
-            .collect();
-        Ok((paths, Held::Cached(cached)))
-    }
-
-    /// Marks `files` of the local store as being read until the guard drops: their objects
-    /// are not deleted meanwhile.
-    fn pin_files(&self, files: &[FileMeta]) -> FilePins {
-        let keys: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
-        let mut pinned = self.pinned.lock();
-        for k in &keys {
-            *pinned.entry(k.clone()).or_default() += 1;
-        }
-        FilePins {
-            keys,
-            pinned: Arc::clone(&self.pinned),
-        }
-    }
-
-    /// Whether a query on this node is reading the object `key` of the local store.
-    pub fn is_pinned(&self, key: &str) -> bool {
-        self.pinned.lock().contains_key(key)
     }
 }

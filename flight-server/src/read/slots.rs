@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// The node's query slots.
 #[derive(Debug)]
-pub struct QuerySlots {
+pub(crate) struct QuerySlots {
     total: Arc<Semaphore>,
     max: usize,
     share: usize,
@@ -22,7 +22,7 @@ pub struct QuerySlots {
 
 /// One slot; given back when dropped.
 #[derive(Debug)]
-pub struct QuerySlot {
+pub(crate) struct QuerySlot {
     _permit: OwnedSemaphorePermit,
     holder: Option<String>,
     slots: Arc<QuerySlots>,
@@ -44,7 +44,7 @@ impl Drop for QuerySlot {
 
 impl QuerySlots {
     /// `max` slots, at most `share` per holder (both at least 1).
-    pub fn new(max: usize, share: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize, share: usize) -> Arc<Self> {
         let max = max.max(1);
         Arc::new(Self {
             total: Arc::new(Semaphore::new(max)),
@@ -55,13 +55,14 @@ impl QuerySlots {
     }
 
     /// Slots free now.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.total.available_permits()
     }
 
     /// A slot for `holder` (`None`: counted only against the total, for a node's own
     /// fragments), or RESOURCE_EXHAUSTED naming which bound was reached.
-    pub fn acquire(self: &Arc<Self>, holder: Option<String>) -> Result<QuerySlot> {
+    pub(crate) fn acquire(self: &Arc<Self>, holder: Option<String>) -> Result<QuerySlot> {
         let mut held = self.held.lock();
         if let Some(h) = &holder
             && held.get(h).copied().unwrap_or(0) >= self.share

@@ -7,7 +7,7 @@
 //! node's state at that moment.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -68,7 +68,7 @@ const LOG_ENTRIES: usize = 1000;
 
 /// One finished query.
 #[derive(Debug, Clone)]
-pub struct LoggedQuery {
+pub(crate) struct LoggedQuery {
     /// When it started, milliseconds since the Unix epoch.
     pub started_ms: i64,
     /// The caller, if authentication is on.
@@ -93,7 +93,7 @@ pub struct LoggedQuery {
 
 /// How a query ran across the cluster: its plan shape and what its fragments shipped.
 #[derive(Debug, Clone, Default)]
-pub struct Distribution {
+pub(crate) struct Distribution {
     /// `local`, `scatter`, `partial` or `gather`.
     pub shape: &'static str,
     /// Fragments run, on this node and its peers.
@@ -105,7 +105,7 @@ pub struct Distribution {
 
 /// One node's share of a distributed query.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct PeerShare {
+pub(crate) struct PeerShare {
     /// Files assigned to it.
     pub files: usize,
     /// Rows it sent the coordinator.
@@ -118,25 +118,25 @@ pub struct PeerShare {
 
 impl Distribution {
     /// Rows the coordinator received from other nodes.
-    pub fn shipped_rows(&self) -> u64 {
+    pub(crate) fn shipped_rows(&self) -> u64 {
         self.peers.values().map(|p| p.rows).sum()
     }
 
     /// Arrow bytes the coordinator received from other nodes.
-    pub fn shipped_bytes(&self) -> u64 {
+    pub(crate) fn shipped_bytes(&self) -> u64 {
         self.peers.values().map(|p| p.bytes).sum()
     }
 }
 
 /// The recent queries of this node.
 #[derive(Debug, Default)]
-pub struct QueryLog {
+pub(crate) struct QueryLog {
     entries: Mutex<VecDeque<LoggedQuery>>,
 }
 
 impl QueryLog {
     /// Records a finished query, dropping the oldest past the bound.
-    pub fn record(&self, q: LoggedQuery) {
+    pub(crate) fn record(&self, q: LoggedQuery) {
         let mut entries = self.entries.lock();
         if entries.len() == LOG_ENTRIES {
             entries.pop_front();
@@ -147,14 +147,6 @@ impl QueryLog {
     fn snapshot(&self) -> Vec<LoggedQuery> {
         self.entries.lock().iter().cloned().collect()
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn text(v: &str) -> String {

@@ -1,6 +1,6 @@
 //! Flushing: a table's buffer generation written to Parquet, uploaded and committed to the
 //! manifest with the node's WAL position in one step; the background flusher that decides when;
-//! and the per-table thresholds (`ALTER TABLE … SET (…)`).
+//! and the per-table thresholds (`ALTER TABLE … SET (…)`, else the node's defaults).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,15 +8,17 @@ use std::time::Duration;
 use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
-use super::{Node, blocking, now_ms};
+use super::Writes;
+use super::layout::{file_keys, flushed_from};
+use crate::base::{blocking, now_ms};
+use crate::config::FlushConfig;
 use crate::error::{Error, Result};
 use crate::faults::kill_point;
-use crate::layout::{file_keys, flushed_from};
 use crate::table::{FlushGeneration, TableRuntime};
 
-impl Node {
+impl Writes {
     /// Writes a table's buffered rows to Parquet and commits the file to the manifest.
-    pub async fn flush_table(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<()> {
+    pub(crate) async fn flush_table(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<()> {
         let _maintenance = rt.maintenance.lock().await;
         // An unfinished generation from a failed flush first, then the current one.
         let rounds = if rt.level().pending { 2 } else { 1 };
@@ -30,8 +32,8 @@ impl Node {
         // The cluster learns at once that the rows are in Parquet, not at the next heartbeat: a
         // node that dies right after a flush must not look as if it held them still.
         if flushed
-            && !self.unflushed_tables().contains(&rt.id)
-            && let Some(m) = self.membership()
+            && !self.base.unflushed_tables().contains(&rt.id)
+            && let Some(m) = self.base.membership()
             && !m.is_static()
             && let Err(e) = m.publish_unflushed().await
         {
@@ -41,15 +43,15 @@ impl Node {
     }
 
     async fn flush_one(self: &Arc<Self>, rt: &Arc<TableRuntime>) -> Result<bool> {
-        if self.needs_replay.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.needs_replay() {
             return Err(Error::WritesStopped(
                 "flushes are stopped until a restart replays the WAL".into(),
             ));
         }
-        let Some(meta) = self.current_meta(rt) else {
+        let Some(meta) = self.base.current_meta(rt) else {
             return Ok(false);
         };
-        let paths = self.paths(&meta)?;
+        let paths = self.base.paths(&meta)?;
         let (begin_rt, begin_meta) = (Arc::clone(rt), meta.clone());
         let begun = {
             // No append is between its WAL record and its buffer while the generation swaps.
@@ -70,24 +72,28 @@ impl Node {
         let (stem, seq) = file.unwrap_or_else(|| {
             let seq = meta.next_file_seq;
             let unique = &uuid::Uuid::new_v4().simple().to_string()[..8];
-            (format!("{}-{seq:020}-{unique}", self.config.node_id), seq)
+            (
+                format!("{}-{seq:020}-{unique}", self.base.config.node_id),
+                seq,
+            )
         });
         rt.set_flush_file(generation, &stem, seq);
         let listed = self
+            .base
             .current_meta(rt)
             .filter(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
         if let Some(meta) = listed {
             // An earlier attempt committed the files and failed to switch the view.
             self.uploads.end(&stem);
-            let paths = self.paths(&meta)?;
-            self.sync_meta(rt);
+            let paths = self.base.paths(&meta)?;
+            self.base.sync_meta(rt);
             let finish_rt = Arc::clone(rt);
             blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
             self.space.notify_waiters();
             return Ok(true);
         }
         let started = std::time::Instant::now();
-        let tmp = self.tmp_dir.join(uuid::Uuid::new_v4().to_string());
+        let tmp = self.scratch_path();
         let written = self
             .write_flush_files(rt, generation, &meta, &tmp, &stem, max_seq)
             .await;
@@ -96,8 +102,9 @@ impl Node {
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         let id = rt.id;
-        let node_id = self.config.node_id.clone();
+        let node_id = self.base.config.node_id.clone();
         let committed = self
+            .base
             .catalog
             .update(|s: &mut CatalogState| -> Result<Option<TableMeta>> {
                 let Some(t) = s.table_by_id_mut(id) else {
@@ -124,20 +131,20 @@ impl Node {
         let Some(meta) = committed else {
             // Dropped while flushing: nothing refers to the new objects.
             for f in &files {
-                self.store.delete(&f.key).await?;
+                self.base.store.delete(&f.key).await?;
             }
             self.uploads.end(&stem);
             return Ok(false);
         };
         kill_point("flush:committed");
         self.uploads.end(&stem);
-        let paths = self.paths(&meta)?;
-        self.sync_meta(rt);
+        let paths = self.base.paths(&meta)?;
+        self.base.sync_meta(rt);
         let finish_rt = Arc::clone(rt);
         blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
         self.space.notify_waiters();
-        self.metrics.flushes.inc();
-        self.metrics.flushed_rows.inc_by(rows);
+        self.base.metrics.flushes.inc();
+        self.base.metrics.flushed_rows.inc_by(rows);
         if let Err(e) = self.truncate_wal().await {
             warn!(error = %e, "WAL truncation failed; will retry after the next flush");
         }
@@ -171,7 +178,7 @@ impl Node {
         let columns: Vec<String> = meta.columns.iter().map(|c| c.name.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
         for (w, key) in written.into_iter().zip(keys) {
-            let bytes = self.store.put_file(&key, &w.path).await?;
+            let bytes = self.base.store.put_file(&key, &w.path).await?;
             kill_point("flush:uploaded");
             files.push(FileMeta {
                 partition: w.day,
@@ -181,7 +188,7 @@ impl Node {
                 columns: columns.clone(),
                 stats: w.stats,
                 created_at_ms: now_ms(),
-                node: Some(self.config.node_id.clone()),
+                node: Some(self.base.config.node_id.clone()),
                 max_seq,
             });
         }
@@ -189,92 +196,35 @@ impl Node {
     }
 
     /// Flushes every table and returns once the rows are in Parquet.
-    pub async fn flush_all(self: &Arc<Self>) -> Result<()> {
-        for (_, rt) in self.list_tables() {
+    pub(crate) async fn flush_all(self: &Arc<Self>) -> Result<()> {
+        for (_, rt) in self.base.list_tables() {
             self.flush_table(&rt).await?;
         }
         Ok(())
     }
 
     /// A table's flush thresholds: its own options, else the node's defaults.
-    pub fn flush_limits(&self, rt: &TableRuntime) -> crate::config::FlushConfig {
-        let o = rt.meta().options;
-        let d = &self.config.flush;
-        crate::config::FlushConfig {
-            flush_rows: o.flush_rows.unwrap_or(d.flush_rows),
-            flush_bytes: o.flush_bytes.unwrap_or(d.flush_bytes),
-            flush_interval: o
-                .flush_interval_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.flush_interval),
-        }
-    }
-
-    /// Sets a table's options (`None` values go back to the node default).
-    pub async fn set_table_options(
-        self: &Arc<Self>,
-        name: &str,
-        changes: Vec<crate::statements::OptionChange>,
-    ) -> Result<()> {
-        use crate::statements::OptionChange as C;
-        let _ddl = self.ddl.lock().await;
-        let rt = self.table(name)?;
-        let id = rt.id;
-        self.catalog
-            .update(|s: &mut CatalogState| -> Result<()> {
-                let t = s.table_by_id_mut(id).ok_or_else(|| Error::UnknownTable {
-                    table: name.to_string(),
-                })?;
-                for change in &changes {
-                    match change.clone() {
-                        C::FlushRows(v) => t.options.flush_rows = v,
-                        C::FlushBytes(v) => t.options.flush_bytes = v,
-                        C::FlushInterval(v) => t.options.flush_interval_ms = v,
-                        C::Retention(v) => t.options.retention_ms = v,
-                        C::TimeColumn(None) => t.options.time_column = None,
-                        C::TimeColumn(Some(c)) => {
-                            let column = t.column(&c).ok_or_else(|| {
-                                Error::InvalidArgument(format!(
-                                    "table {name:?} has no column {c:?} to be its time_column"
-                                ))
-                            })?;
-                            if !skein_compaction::is_time_type(&column.sql_type) {
-                                return Err(Error::InvalidArgument(format!(
-                                    "column {c:?} of table {name:?} is {}; a time_column must be \
-                                     DATE or TIMESTAMP",
-                                    column.sql_type
-                                )));
-                            }
-                            t.options.time_column = Some(column.name.clone());
-                        }
-                    }
-                }
-                if t.options.retention_ms.is_some() && t.options.time_column.is_none() {
-                    return Err(Error::InvalidArgument(format!(
-                        "table {name:?}: retention needs a time_column to measure age by; set \
-                         both, e.g. SET (time_column = 'ts', retention = '30days')"
-                    )));
-                }
-                Ok(())
-            })
-            .await?;
-        self.sync_meta(&rt);
-        self.flush_wakeup.notify_one();
-        Ok(())
+    pub(crate) fn flush_limits(&self, rt: &TableRuntime) -> FlushConfig {
+        flush_limits(&self.base.config.flush, rt)
     }
 
     /// Flushes buffers that pass a threshold, until shutdown.
-    pub async fn run_flusher(self: Arc<Self>) {
-        let tick = self.config.flush.flush_interval.min(Duration::from_secs(1));
+    pub(crate) async fn run_flusher(self: Arc<Self>) {
+        let tick = self
+            .base
+            .config
+            .flush
+            .flush_interval
+            .min(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.base.shutdown.cancelled() => return,
                 _ = self.flush_wakeup.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
             }
             // Near the buffer bound, every buffer is due, so that writers get space soon.
-            let pressed = self.buffered_bytes() >= self.config.wal.max_buffer_bytes / 2;
-            for (_, rt) in self.list_tables() {
+            let pressed = self.base.buffered_bytes() >= self.base.config.wal.max_buffer_bytes / 2;
+            for (_, rt) in self.base.list_tables() {
                 if rt.has_retired() {
                     let reap_rt = Arc::clone(&rt);
                     if let Err(e) = blocking(move || reap_rt.reap()).await {
@@ -289,10 +239,23 @@ impl Node {
                     || level.bytes >= flush.flush_bytes
                     || level.age.is_some_and(|a| a >= flush.flush_interval);
                 if due && let Err(e) = self.flush_table(&rt).await {
-                    self.metrics.flush_failures.inc();
+                    self.base.metrics.flush_failures.inc();
                     warn!(table = %rt.name, error = %e, "flush failed; will retry");
                 }
             }
         }
+    }
+}
+
+/// A table's flush thresholds: its own options, else `defaults` (the node's).
+pub(crate) fn flush_limits(defaults: &FlushConfig, rt: &TableRuntime) -> FlushConfig {
+    let o = rt.meta().options;
+    FlushConfig {
+        flush_rows: o.flush_rows.unwrap_or(defaults.flush_rows),
+        flush_bytes: o.flush_bytes.unwrap_or(defaults.flush_bytes),
+        flush_interval: o
+            .flush_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.flush_interval),
     }
 }
