@@ -535,6 +535,55 @@ mod tests {
         }
     }
 
+    /// Every name on a forbidden list is refused where it can be called, and every catalog
+    /// function or view is refused to a user limited to tables: the lists are what the
+    /// checker applies, not only what the classification test reads.
+    #[test]
+    fn every_listed_function_and_view_is_refused_where_it_is_called() {
+        let lena = limited_to(&["pub"]);
+        let refused = |sql: &str, caller: Option<&Identity>| {
+            matches!(tree_check(sql, caller), Err(Error::Forbidden(_)))
+        };
+        let mut let_through = Vec::new();
+        for name in functions::TABLE_FORBIDDEN {
+            let sql = format!("SELECT * FROM \"{name}\"('x')");
+            if !refused(&sql, None) {
+                let_through.push(sql);
+            }
+        }
+        for name in functions::EXPRESSION_FORBIDDEN {
+            let sql = format!("SELECT a FROM pub WHERE \"{name}\"(a) IS NULL");
+            if !refused(&sql, None) {
+                let_through.push(sql);
+            }
+        }
+        for view in functions::VIEWS_FORBIDDEN {
+            let sql = format!("SELECT * FROM {view}");
+            if !refused(&sql, None) {
+                let_through.push(sql);
+            }
+        }
+        for name in functions::TABLE_CATALOG {
+            let sql = format!("SELECT * FROM \"{name}\"()");
+            if !refused(&sql, Some(&lena)) {
+                let_through.push(format!("{sql} (limited)"));
+            }
+        }
+        for name in functions::EXPRESSION_CATALOG {
+            let sql = format!("SELECT \"{name}\"() FROM pub");
+            if !refused(&sql, Some(&lena)) {
+                let_through.push(format!("{sql} (limited)"));
+            }
+        }
+        for view in functions::VIEWS_CATALOG {
+            let sql = format!("SELECT * FROM {view}");
+            if !refused(&sql, Some(&lena)) {
+                let_through.push(format!("{sql} (limited)"));
+            }
+        }
+        assert!(let_through.is_empty(), "not refused: {let_through:#?}");
+    }
+
     #[test]
     fn duckdb_trees_are_checked_with_cte_scopes() {
         let lena = limited_to(&["pub"]);

@@ -1504,6 +1504,11 @@ def test_a_paused_process_whose_node_id_was_taken_cannot_commit(make_cluster):
         n1.flush("fenced")
     code, text = n1.http_status("/ready")
     assert code == 503 and "another process took node id" in text, (code, text)
+    # Nor does it answer queries: its buffer holds rows the new holder committed, which a
+    # client connected to it would otherwise count twice.
+    with pytest.raises(adbc_driver_manager.Error, match="another process took node id"):
+        with n1.connect() as conn:
+            query(conn, "SELECT count(*) AS n FROM fenced")
     ingest(n2, "fenced", rows.slice(5_000, 1_000))
     for node in (n2, taken):
         assert_exactly_once(node, "fenced", 5_000)
