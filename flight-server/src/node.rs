@@ -4,8 +4,8 @@
 //! - [`crate::base`]: what they all read (configuration, catalog, store, DuckDB, metrics, the
 //!   live tables, the membership);
 //! - [`crate::write`]: the write path (WAL, appends, flushes, uploads, the node-id claim);
-//! - [`crate::read`]: the read path (read views, pins and cache, query registry and slots,
-//!   system tables);
+//! - [`crate::read`]: the read path (read views, pins and cache, running a query, query
+//!   registry and slots, system tables);
 //! - [`crate::cluster`]: membership, peers and distributed queries;
 //! - [`crate::maintenance`]: compaction, rewrites (DELETE, UPDATE), deferred deletion;
 //! - [`crate::ddl`]: DDL and catalog sync (other nodes' changes, snapshots).

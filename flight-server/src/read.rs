@@ -3,7 +3,8 @@
 //! It owns the read views of a query ([`views`]: the tables a statement names, their files
 //! pruned by its filters, the buffer generations, and the temporary views that show exactly
 //! those on the query's DuckDB connection; the read set of a fragment another node planned),
-//! the files it keeps ([`pins`]: cache entries of remote objects, pins on local ones), the
+//! the files it keeps ([`pins`]: cache entries of remote objects, pins on local ones), running
+//! a query ([`execute`]: a schema, then a stream of batches as DuckDB produces them), the
 //! registry of queries with a ticket out and their cancellation ([`queries`]), the query slots
 //! ([`slots`]) and the system tables with the query log ([`system`]).
 //!
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use crate::base::Base;
 use crate::ddl::Ddl;
 
+pub(crate) mod execute;
 pub(crate) mod pins;
 pub(crate) mod queries;
 pub(crate) mod slots;

@@ -1,7 +1,8 @@
 //! Queries: `GetFlightInfo` answers with the result schema and a ticket that carries the whole
-//! statement; `DoGet` runs it in DuckDB on a blocking thread and streams batches as DuckDB
-//! produces them. Statements that change data run at `GetFlightInfo` (the client's "execute")
-//! and their ticket returns the affected-row count.
+//! statement; `DoGet` checks it again for its caller, has the cluster plan it (or the read path
+//! read it here), and encodes what the read path's execution streams. Statements that change
+//! data run at `GetFlightInfo` (the client's "execute") and their ticket returns the
+//! affected-row count.
 
 use std::sync::Arc;
 
@@ -11,11 +12,9 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use duckdb::params_from_iter;
 use duckdb::types::Value;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::FlightDataStream;
@@ -28,10 +27,6 @@ use crate::read::system::Distribution;
 use crate::sql::{Plan, checked_plan};
 use crate::ticket::StatementTicket;
 use skein_sql::plan::Shape;
-
-/// Batches DuckDB hands over are small (one vector, 2048 rows); they are merged up to this
-/// many rows before they go on the wire.
-const TARGET_BATCH_ROWS: usize = 64 * 1024;
 
 /// Schema of the result of a statement that changed data.
 pub(crate) fn update_count_schema() -> SchemaRef {
@@ -229,7 +224,7 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
         fragments: if own_scatter { fragment.fragments } else { 1 },
         ..Distribution::default()
     };
-    let query = Execution {
+    let query = crate::read::execute::Execution {
         query_id: fragment.query_id.clone(),
         sql: fragment.sql.clone(),
         logged_sql: fragment.sql.clone(),
@@ -239,7 +234,8 @@ pub(crate) async fn do_get_fragment(node: &Arc<Node>, bytes: &[u8]) -> Result<Fl
         distribution,
         started: (crate::base::now_ms(), std::time::Instant::now()),
     };
-    execute(node, query).await
+    let (schema, batches) = node.reads.execute(query).await?;
+    Ok(encode_results(schema, batches))
 }
 
 /// `DoGet` of a statement ticket.
@@ -265,22 +261,6 @@ pub(crate) async fn do_get(node: &Arc<Node>, handle: &[u8]) -> Result<FlightData
     }
     let values = rows.pop().unwrap_or_default();
     run(node, ticket.query_id, ticket.sql, values).await
-}
-
-/// A statement ready to run on this node.
-struct Execution {
-    query_id: String,
-    /// What DuckDB runs.
-    sql: String,
-    /// What the query log shows (the user's statement).
-    logged_sql: String,
-    values: Vec<Value>,
-    reads: crate::read::ReadSet,
-    /// Names and types to give the result, if `sql` is not the user's statement.
-    expected: Option<SchemaRef>,
-    distribution: Distribution,
-    /// When the query started (before its fragments ran), for the log.
-    started: (i64, std::time::Instant),
 }
 
 /// Starts `sql` on a blocking thread; returns once DuckDB has produced the result schema (or an
@@ -311,7 +291,7 @@ pub(crate) async fn run(
         () = stop.cancelled() => return Err(Error::Cancelled(query_id)),
     };
     let query = match prepared {
-        Some(p) => Execution {
+        Some(p) => crate::read::execute::Execution {
             query_id,
             sql: p.sql,
             logged_sql: sql,
@@ -321,7 +301,7 @@ pub(crate) async fn run(
             distribution: p.distribution,
             started,
         },
-        None => Execution {
+        None => crate::read::execute::Execution {
             reads: node.reads.prepare_reads(&sql).await?,
             query_id,
             sql: sql.clone(),
@@ -335,198 +315,14 @@ pub(crate) async fn run(
             started,
         },
     };
-    execute(node, query).await
+    let (schema, batches) = node.reads.execute(query).await?;
+    Ok(encode_results(schema, batches))
 }
 
-/// Runs a prepared execution on a blocking thread; returns once DuckDB has produced the result
-/// schema (or an error), then streams the batches.
-async fn execute(node: &Arc<Node>, query: Execution) -> Result<FlightDataStream> {
-    let Execution {
-        query_id,
-        sql,
-        logged_sql,
-        values,
-        reads,
-        expected,
-        distribution,
-        started: (started_ms, started),
-    } = query;
-    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef>>();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<RecordBatch, FlightError>>(4);
-    // A node's own fragments count only against the total: their coordinator's caller was
-    // counted where the query came in.
-    let holder = (distribution.shape != "fragment")
-        .then(crate::auth::slot_holder)
-        .flatten();
-    let slot = node.reads.slots.acquire(holder)?;
-    // Set when the query fails after its schema went out (its reader stalled, say): the
-    // stream ends in this error after what was sent, never as if complete, and setting it
-    // never waits for a reader.
-    let failed: Arc<parking_lot::Mutex<Option<Status>>> = Arc::default();
-    let failed_at_end = Arc::clone(&failed);
-    let stall = node.base.config.stall_timeout;
-    let runtime = tokio::runtime::Handle::current();
-    // The connection the query runs on, while it runs: a reader that goes away before the end
-    // interrupts it there and then (a fragment busy with an aggregate sends nothing for long).
-    let running: Arc<parking_lot::Mutex<Option<Arc<duckdb::InterruptHandle>>>> = Arc::default();
-    let mut abandoned = StopWhenAbandoned {
-        running: Arc::clone(&running),
-        finished: false,
-    };
-    let worker = Arc::clone(node);
-    node.base.metrics.queries.inc();
-    let user = crate::auth::current().map(|id| id.user);
-    let request_id = crate::auth::request_id();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _span = span.enter();
-        let mut schema_tx = Some(schema_tx);
-        let timer = worker.base.metrics.query_seconds.start_timer();
-        let mut sent_rows = 0u64;
-        let mut sent_bytes = 0u64;
-        // Hands a batch to the reader; false once it went away, an error once it took
-        // nothing for --stall-timeout.
-        let tx_batches = tx.clone();
-        let send = |out: RecordBatch| -> Result<bool> {
-            match runtime.block_on(tx_batches.send_timeout(Ok(out), stall)) {
-                Ok(()) => Ok(true),
-                Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
-                Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    let message = format!(
-                        "the client read nothing for {} (--stall-timeout): the query was \
-                         stopped and its slot given back; the rows before this error are \
-                         not the whole result",
-                        humantime::format_duration(stall)
-                    );
-                    Err(Error::DeadlineExceeded(message))
-                }
-            }
-        };
-        let outcome = (|| -> Result<()> {
-            let mut conn = worker.base.engine.pooled()?;
-            let interrupt = conn.interrupt_handle();
-            *running.lock() = Some(Arc::clone(&interrupt));
-            let timeout = worker.base.config.query_timeout();
-            worker
-                .reads
-                .queries
-                .start(&query_id, Arc::clone(&interrupt), timeout)?;
-            let result = (|| -> Result<()> {
-                reads.install(&conn)?;
-                let mut stmt = conn.prepare(&sql)?;
-                if stmt.parameter_count() != values.len() {
-                    return Err(Error::InvalidArgument(format!(
-                        "the statement takes {} parameter(s) but {} were bound",
-                        stmt.parameter_count(),
-                        values.len()
-                    )));
-                }
-                let stream = stmt.stream_arrow(params_from_iter(values.iter()))?;
-                let schema = expected.clone().unwrap_or_else(|| stream.get_schema());
-                let mut coalescer =
-                    arrow::compute::BatchCoalescer::new(Arc::clone(&schema), TARGET_BATCH_ROWS);
-                if let Some(s) = schema_tx.take() {
-                    let _ = s.send(Ok(schema));
-                }
-                for batch in stream {
-                    let batch = match &expected {
-                        Some(e) => crate::cluster::exec::conform_to(&batch?, e)?,
-                        None => batch?,
-                    };
-                    coalescer.push_batch(batch)?;
-                    while let Some(out) = coalescer.next_completed_batch() {
-                        sent_rows += out.num_rows() as u64;
-                        sent_bytes += out.get_array_memory_size() as u64;
-                        if !send(out)? {
-                            return Ok(()); // the client went away
-                        }
-                    }
-                }
-                coalescer.finish_buffered_batch()?;
-                while let Some(out) = coalescer.next_completed_batch() {
-                    sent_rows += out.num_rows() as u64;
-                    sent_bytes += out.get_array_memory_size() as u64;
-                    if !send(out)? {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            })();
-            running.lock().take();
-            let stopped = worker.reads.queries.finish(&query_id, &interrupt, timeout);
-            // The temporary views go before the connection serves anyone else.
-            if !reads.is_empty() && reads.remove(&conn).is_err() {
-                conn.discard();
-            }
-            drop(reads);
-            drop(slot);
-            // An interrupted query fails with DuckDB's INTERRUPT error; say why it was stopped.
-            result.map_err(|e| stopped.unwrap_or(e))
-        })();
-        timer.observe_duration();
-        worker
-            .reads
-            .query_log
-            .record(crate::read::system::LoggedQuery {
-                started_ms,
-                user,
-                sql: logged_sql,
-                duration: started.elapsed(),
-                rows: sent_rows,
-                bytes: sent_bytes,
-                status: match &outcome {
-                    Ok(()) => "ok".to_string(),
-                    Err(e) => format!(
-                        "error: {}",
-                        e.to_string().chars().take(200).collect::<String>()
-                    ),
-                },
-                query_id: query_id.clone(),
-                request_id,
-                distribution,
-            });
-        if let Err(e) = outcome {
-            // Before the schema: the DoGet call itself fails; after it: the stream ends in error.
-            match schema_tx.take() {
-                Some(s) => {
-                    let _ = s.send(Err(e));
-                }
-                None => *failed.lock() = Some(Status::from(e)),
-            }
-        }
-    });
-    let schema = schema_rx.await.map_err(|_| {
-        Error::Internal("query worker stopped before it produced a schema".into())
-    })??;
-    // A stopped query's stream ends with its error, not as if it were complete.
-    let end = futures::stream::once(async move { failed_at_end.lock().take() })
-        .filter_map(|s| async move { s.map(|s| Err(FlightError::Tonic(Box::new(s)))) });
-    let finished = futures::stream::poll_fn(move |_| {
-        // The whole guard moves in (not just its field), so that it drops with the stream.
-        let guard = &mut abandoned;
-        guard.finished = true;
-        std::task::Poll::Ready(None)
-    });
-    Ok(encode(
-        schema,
-        ReceiverStream::new(rx).chain(end).chain(finished).boxed(),
-    ))
-}
-
-/// Interrupts a query whose result stream is dropped before its end.
-struct StopWhenAbandoned {
-    running: Arc<parking_lot::Mutex<Option<Arc<duckdb::InterruptHandle>>>>,
-    finished: bool,
-}
-
-impl Drop for StopWhenAbandoned {
-    fn drop(&mut self) {
-        if !self.finished
-            && let Some(interrupt) = self.running.lock().as_ref()
-        {
-            interrupt.interrupt();
-        }
-    }
+/// Encodes a query's result; an error in its stream ends the Flight stream with its status.
+fn encode_results(schema: SchemaRef, batches: crate::read::execute::Batches) -> FlightDataStream {
+    let batches = batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+    encode(schema, batches.boxed())
 }
 
 /// Encodes batches as Flight data; the schema goes first even when there are no rows.
