@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-pub use crate::write::wal_record::WalCompression;
-
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -326,4 +324,15 @@ impl Config {
             log_format: LogFormat::Text,
         }
     }
+}
+
+/// Compression of the batches in WAL records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalCompression {
+    /// Arrow buffers as they are (fastest; best when the disk keeps up).
+    None,
+    /// LZ4 frames: cheap, for disks slower than the CPU.
+    Lz4,
+    /// zstd: smaller, more CPU.
+    Zstd,
 }

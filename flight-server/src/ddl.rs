@@ -32,6 +32,17 @@ pub enum OnExists {
     Replace,
 }
 
+/// One change of `ALTER TABLE table SET (…)` (or `CREATE TABLE … WITH (…)`); `None` goes back
+/// to the default.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OptionChange {
+    FlushRows(Option<u64>),
+    FlushBytes(Option<u64>),
+    FlushInterval(Option<u64>),
+    TimeColumn(Option<String>),
+    Retention(Option<u64>),
+}
+
 /// DDL and catalog sync.
 #[derive(Debug)]
 pub(crate) struct Ddl {
@@ -281,9 +292,9 @@ impl Ddl {
     pub(crate) async fn set_table_options(
         self: &Arc<Self>,
         name: &str,
-        changes: Vec<crate::statements::OptionChange>,
+        changes: Vec<OptionChange>,
     ) -> Result<()> {
-        use crate::statements::OptionChange as C;
+        use OptionChange as C;
         let _ddl = self.lock.lock().await;
         let rt = self.base.table(name)?;
         let id = rt.id;

@@ -105,12 +105,14 @@ pub(crate) use skein_sql::quote::{ident, literal};
 
 impl Engine {
     /// Opens an in-memory database that may read and write only the node's own directories
-    /// below `data_dir` (`objects/`, `tmp/`, `duckdb-tmp/`).
+    /// below `data_dir` (`objects/`, `tmp/`, `duckdb-tmp/`); `views` are statements that create
+    /// the node's permanent views (the system tables), run before the configuration is locked.
     pub fn open(
         data_dir: &Path,
         threads: usize,
         memory_limit: &str,
         spill_bytes: u64,
+        views: &[String],
     ) -> Result<Self> {
         let mut raw: duckdb::ffi::duckdb_database = std::ptr::null_mut();
         let path = c":memory:";
@@ -158,7 +160,7 @@ impl Engine {
                 format!("SET memory_limit = {}", literal(memory_limit.trim())),
             );
         }
-        setup.extend(crate::read::system::permanent_statements());
+        setup.extend(views.iter().cloned());
         setup.push("SET lock_configuration = true".to_string());
         for stmt in &setup {
             conn.execute_batch(stmt)

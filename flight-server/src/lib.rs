@@ -16,7 +16,8 @@
 //!   views, pins, query registry and slots, system tables), [`cluster`] (membership, peers,
 //!   distributed queries), [`maintenance`] (compaction, DELETE/UPDATE rewrites) and [`ddl`]
 //!   (DDL and catalog sync, snapshots); [`statements`]: DDL and DML dispatched to them.
-//! - [`table`]: a table's buffer generations and DuckDB view.
+//! - [`table`]: a table's buffer generations and DuckDB view; [`layout`]: the Parquet writer
+//!   and object names that flushes and rewrites share.
 //! - [`engine`]: the locked-down DuckDB; [`sql`]: statement classification; [`sandbox`]: what
 //!   user SQL may call and name, checked on [`duckdb_parse`], DuckDB's own reading of the text
 //!   that will run; [`types`]: Arrow and DuckDB types and fitting batches to tables;
@@ -40,6 +41,7 @@ pub mod error;
 mod faults;
 pub(crate) mod http;
 pub(crate) mod ipc_guard;
+pub(crate) mod layout;
 pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub mod node;

@@ -122,7 +122,8 @@ impl Node {
             let memory = config.memory_limit.clone();
             let spill = spill_limit(config.max_spill_bytes, &data_dir);
             info!(bytes = spill, "query spill limit");
-            blocking(move || Engine::open(&dir, threads, &memory, spill)).await?
+            let views = crate::read::system::permanent_statements();
+            blocking(move || Engine::open(&dir, threads, &memory, spill, &views)).await?
         };
         let snapshot = catalog.snapshot();
         let mut tables = HashMap::new();
@@ -235,16 +236,6 @@ impl Node {
     /// Why the node stopped accepting writes, if it did.
     pub fn writes_stopped(&self) -> Option<String> {
         self.writes.writes_stopped()
-    }
-
-    /// Runs a statement that is not a query (DDL, INSERT, DELETE, UPDATE); returns the rows it
-    /// added or changed.
-    pub(crate) async fn execute_update(
-        self: &Arc<Self>,
-        sql: &str,
-        parameters: Vec<RecordBatch>,
-    ) -> Result<i64> {
-        crate::statements::execute_update(self, sql, parameters).await
     }
 
     /// Sets the gauges that are derived from the node's state; called before rendering metrics.

@@ -457,7 +457,9 @@ mod tests {
         for d in ["objects", "tmp", "duckdb-tmp", "cache"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
-        let engine = crate::engine::Engine::open(dir.path(), 1, "", 1 << 30).expect("engine");
+        let views = crate::read::system::permanent_statements();
+        let engine =
+            crate::engine::Engine::open(dir.path(), 1, "", 1 << 30, &views).expect("engine");
         let conn = engine.pooled().expect("connection");
         let mut stmt = conn
             .prepare("SELECT DISTINCT function_name, function_type FROM duckdb_functions()")

@@ -340,7 +340,7 @@ impl FlightSqlService for SkeinService {
         ticket: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let r = self.node.execute_update(&ticket.query, Vec::new()).await;
+        let r = crate::statements::execute_update(&self.node, &ticket.query, Vec::new()).await;
         answer(&self.node, "DoPut.StatementUpdate", r)
     }
 

@@ -10,7 +10,7 @@ use duckdb::{Connection, params_from_iter};
 use skein_storage::ColumnMeta;
 
 use crate::base::blocking;
-use crate::ddl::OnExists;
+use crate::ddl::{OnExists, OptionChange};
 use crate::engine::ident;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -87,6 +87,37 @@ fn stage_name() -> String {
     format!("skein_stage_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Texts at most this long are read by DuckDB's parser on the calling task (that takes
+/// microseconds); longer ones on a blocking thread.
+const INLINE_CHECK_BYTES: usize = 16 * 1024;
+
+/// [`crate::sql::checked_plan`] for the caller of the request being served: every statement, ticket and
+/// handle passes here before DuckDB runs any of it.
+pub(crate) async fn checked(node: &Arc<Node>, sql: &str) -> Result<Plan> {
+    node.writes.check_identity()?;
+    let caller = crate::auth::current();
+    if sql.len() <= INLINE_CHECK_BYTES {
+        let engine = &node.base.engine;
+        return crate::sql::checked_plan(
+            engine.parser(),
+            sql,
+            engine.catalog_name(),
+            caller.as_ref(),
+        );
+    }
+    let (node, sql) = (Arc::clone(node), sql.to_string());
+    blocking(move || {
+        let engine = &node.base.engine;
+        crate::sql::checked_plan(
+            engine.parser(),
+            &sql,
+            engine.catalog_name(),
+            caller.as_ref(),
+        )
+    })
+    .await
+}
+
 /// Runs a statement that is not a query, with optional parameter batches; returns the number
 /// of rows it added (0 for DDL).
 pub(crate) async fn execute_update(
@@ -94,7 +125,7 @@ pub(crate) async fn execute_update(
     sql: &str,
     parameters: Vec<RecordBatch>,
 ) -> Result<i64> {
-    let plan = crate::service::query::checked(node, sql).await?;
+    let plan = checked(node, sql).await?;
     if !plan.is_query() {
         crate::auth::require(crate::auth::Role::Writer, "change tables")?;
     }
@@ -260,17 +291,6 @@ async fn apply_created_options(
         return Err(e);
     }
     Ok(())
-}
-
-/// One change of `ALTER TABLE table SET (…)` (or `CREATE TABLE … WITH (…)`); `None` goes back
-/// to the default.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum OptionChange {
-    FlushRows(Option<u64>),
-    FlushBytes(Option<u64>),
-    FlushInterval(Option<u64>),
-    TimeColumn(Option<String>),
-    Retention(Option<u64>),
 }
 
 pub(crate) fn parse_options(

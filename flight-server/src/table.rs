@@ -25,7 +25,7 @@ use skein_storage::{ColumnMeta, TableMeta};
 
 use crate::engine::{BUFFER_SCHEMA, Engine, ident, literal, result_schema};
 use crate::error::{Error, Result};
-use crate::write::layout::{WrittenFile, flushed_from, write_parquet_files};
+use crate::layout::{WrittenFile, flushed_from, write_parquet_files};
 
 /// A table's live state on this node.
 pub struct TableRuntime {

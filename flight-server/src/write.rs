@@ -6,7 +6,7 @@
 //! in-flight floors that keep truncation behind them; the reservations that bound buffered
 //! bytes), flushes ([`flush`]: a buffer generation to Parquet, uploaded and committed with the
 //! node's WAL position in one catalog step; the flusher that decides when), the notes of
-//! uploads not yet committed ([`uploads`]), the object layout ([`layout`]) and this process's
+//! uploads not yet committed ([`uploads`]) and this process's
 //! claim on its node id ([`claim`]), which fences every commit it makes.
 //!
 //! Its promises: an append returns only once its record is durable and its rows are visible;
@@ -27,7 +27,6 @@ use crate::error::{Error, Result};
 pub(crate) mod appends;
 pub(crate) mod claim;
 pub(crate) mod flush;
-pub(crate) mod layout;
 pub(crate) mod uploads;
 pub(crate) mod wal;
 pub(crate) mod wal_record;

@@ -780,36 +780,9 @@ fn append_scratch(
         if batch.num_rows() == 0 {
             continue;
         }
-        let batch = conform_to(&batch, schema)?;
+        let batch = crate::types::conform_to(&batch, schema)?;
         appender.append_record_batch(batch)?;
     }
     appender.flush()?;
     Ok(())
-}
-
-/// `batch` with `schema`'s field names and types (positionally).
-pub(crate) fn conform_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch.clone());
-    }
-    if batch.num_columns() != schema.fields().len() {
-        return Err(Error::Internal(format!(
-            "a distributed result has {} columns where {} were expected",
-            batch.num_columns(),
-            schema.fields().len()
-        )));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

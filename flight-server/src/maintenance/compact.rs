@@ -16,9 +16,9 @@ use crate::base::{blocking, now_ms};
 use crate::engine::ident;
 use crate::error::{Error, Result};
 use crate::faults::kill_point;
+use crate::layout::{WrittenFile, file_keys, write_parquet_files};
 use crate::read::ReadSet;
 use crate::table::{TableRuntime, temp_view_sql};
-use crate::write::layout::{WrittenFile, file_keys, write_parquet_files};
 use crate::write::uploads::note_of;
 
 /// What one compaction pass of a table did.

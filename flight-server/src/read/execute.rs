@@ -140,7 +140,7 @@ impl Reads {
                     }
                     for batch in stream {
                         let batch = match &expected {
-                            Some(e) => crate::cluster::exec::conform_to(&batch?, e)?,
+                            Some(e) => crate::types::conform_to(&batch?, e)?,
                             None => batch?,
                         };
                         coalescer.push_batch(batch)?;
@@ -227,12 +227,32 @@ struct StopWhenAbandoned {
     finished: bool,
 }
 
+/// How often an abandoned query is interrupted again until its worker lets go of it.
+const INTERRUPT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Drop for StopWhenAbandoned {
     fn drop(&mut self) {
-        if !self.finished
-            && let Some(interrupt) = self.running.lock().as_ref()
-        {
-            interrupt.interrupt();
+        if self.finished {
+            return;
         }
+        let interrupt = |running: &parking_lot::Mutex<Option<Arc<duckdb::InterruptHandle>>>| {
+            if let Some(i) = running.lock().as_ref() {
+                i.interrupt();
+            }
+        };
+        interrupt(&self.running);
+        // DuckDB forgets an interrupt that comes before a statement begins (a query still
+        // installing its views, or not yet on its connection), so one is not enough: interrupt
+        // again until the worker, which holds the other reference, is done with the query.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let running = Arc::clone(&self.running);
+        runtime.spawn(async move {
+            while Arc::strong_count(&running) > 1 {
+                interrupt(&running);
+                tokio::time::sleep(INTERRUPT_EVERY).await;
+            }
+        });
     }
 }

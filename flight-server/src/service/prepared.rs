@@ -13,12 +13,13 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::FlightDataStream;
-use super::query::{checked, query_schema, run, statement_info};
+use super::query::{query_schema, run, statement_info};
 use crate::base::blocking;
 use crate::engine::arrow_schema_of_types;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::params;
+use crate::statements::{checked, execute_update};
 
 /// The user calling, who owns the prepared statements they create.
 fn caller() -> Option<String> {
@@ -169,5 +170,5 @@ pub(crate) async fn update(
     } else {
         p.parameters
     };
-    node.execute_update(&p.sql, parameters).await
+    execute_update(node, &p.sql, parameters).await
 }

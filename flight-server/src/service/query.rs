@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::params;
 use crate::read::system::Distribution;
-use crate::sql::{Plan, checked_plan};
+use crate::sql::Plan;
+use crate::statements::{checked, execute_update};
 use crate::ticket::StatementTicket;
 use skein_sql::plan::Shape;
 
@@ -53,32 +54,6 @@ fn info_for(
         .with_ordered(true))
 }
 
-/// Texts at most this long are read by DuckDB's parser on the calling task (that takes
-/// microseconds); longer ones on a blocking thread.
-const INLINE_CHECK_BYTES: usize = 16 * 1024;
-
-/// [`checked_plan`] for the caller of the request being served: every statement, ticket and
-/// handle passes here before DuckDB runs any of it.
-pub(crate) async fn checked(node: &Arc<Node>, sql: &str) -> Result<Plan> {
-    node.writes.check_identity()?;
-    let caller = crate::auth::current();
-    if sql.len() <= INLINE_CHECK_BYTES {
-        let engine = &node.base.engine;
-        return checked_plan(engine.parser(), sql, engine.catalog_name(), caller.as_ref());
-    }
-    let (node, sql) = (Arc::clone(node), sql.to_string());
-    blocking(move || {
-        let engine = &node.base.engine;
-        checked_plan(
-            engine.parser(),
-            &sql,
-            engine.catalog_name(),
-            caller.as_ref(),
-        )
-    })
-    .await
-}
-
 /// The result schema of a checked query plan, found without running anything that changes
 /// data: the query wrapped in `LIMIT 0`, or for `EXPLAIN` the plain `EXPLAIN`.
 pub(crate) fn query_schema(conn: &duckdb::Connection, plan: &Plan, sql: &str) -> Result<SchemaRef> {
@@ -99,7 +74,7 @@ pub(crate) async fn statement_info(
     node.ddl.catch_up().await;
     let query_id = uuid::Uuid::new_v4().to_string();
     if !plan.is_query() {
-        let count = node.execute_update(sql, parameters).await?;
+        let count = execute_update(node, sql, parameters).await?;
         let ticket = StatementTicket {
             query_id,
             sql: String::new(),

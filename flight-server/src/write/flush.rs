@@ -9,11 +9,11 @@ use skein_storage::{CatalogState, FileMeta, TableMeta};
 use tracing::{info, warn};
 
 use super::Writes;
-use super::layout::{file_keys, flushed_from};
 use crate::base::{blocking, now_ms};
 use crate::config::FlushConfig;
 use crate::error::{Error, Result};
 use crate::faults::kill_point;
+use crate::layout::{file_keys, flushed_from};
 use crate::table::{FlushGeneration, TableRuntime};
 
 impl Writes {

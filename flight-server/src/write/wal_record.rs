@@ -7,24 +7,13 @@ use arrow::array::RecordBatch;
 use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
-use clap::ValueEnum;
 
+use crate::config::WalCompression;
 use crate::error::{Error, Result};
 
 const KIND_BATCH: u8 = b'B';
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 10;
-
-/// Compression of the batches in WAL records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WalCompression {
-    /// Arrow buffers as they are (fastest; best when the disk keeps up).
-    None,
-    /// LZ4 frames: cheap, for disks slower than the CPU.
-    Lz4,
-    /// zstd: smaller, more CPU.
-    Zstd,
-}
 
 /// Encodes one batch of table `table_id`.
 pub(crate) fn encode(
