@@ -84,12 +84,7 @@ impl Writes {
             .filter(|t| t.files.iter().any(|f| flushed_from(&f.key, &stem)));
         if let Some(meta) = listed {
             // An earlier attempt committed the files and failed to switch the view.
-            self.uploads.end(&stem);
-            let paths = self.base.paths(&meta)?;
-            self.base.sync_meta(rt);
-            let finish_rt = Arc::clone(rt);
-            blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
-            self.space.notify_waiters();
+            self.finish_generation(rt, generation, meta, &stem).await?;
             return Ok(true);
         }
         let started = std::time::Instant::now();
@@ -137,12 +132,7 @@ impl Writes {
             return Ok(false);
         };
         kill_point("flush:committed");
-        self.uploads.end(&stem);
-        let paths = self.base.paths(&meta)?;
-        self.base.sync_meta(rt);
-        let finish_rt = Arc::clone(rt);
-        blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
-        self.space.notify_waiters();
+        self.finish_generation(rt, generation, meta, &stem).await?;
         self.base.metrics.flushes.inc();
         self.base.metrics.flushed_rows.inc_by(rows);
         if let Err(e) = self.truncate_wal().await {
@@ -150,6 +140,25 @@ impl Writes {
         }
         info!(table = %rt.name, rows, bytes, files = files.len(), object_key = %files.first().map_or("", |f| f.key.as_str()), elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(true)
+    }
+
+    /// Ends generation `generation` of `rt` once `meta` lists its files under `stem`: the
+    /// upload note goes, the view switches from the buffer to the files, and writers waiting for
+    /// buffer space learn of it.
+    async fn finish_generation(
+        &self,
+        rt: &Arc<TableRuntime>,
+        generation: u64,
+        meta: TableMeta,
+        stem: &str,
+    ) -> Result<()> {
+        self.uploads.end(stem);
+        let paths = self.base.paths(&meta)?;
+        self.base.sync_meta(rt);
+        let finish_rt = Arc::clone(rt);
+        blocking(move || finish_rt.finish_flush(generation, &meta, &paths)).await?;
+        self.space.notify_waiters();
+        Ok(())
     }
 
     /// Writes generation `generation` to Parquet under `tmp` (one file, or one per day of the
